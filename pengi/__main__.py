@@ -1,0 +1,5 @@
+import sys
+
+from pengi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per command of ``pengi.cli``: each parses its flags and calls the library."""

@@ -1,0 +1,352 @@
+"""Typed, frozen configuration: one dataclass per ``params.yaml`` section.
+
+Loading is strict: an unknown key, a missing required key or a value of the wrong type
+raises :class:`ConfigError` naming the dotted path of the offending key (``model.htsat.depths``).
+Key names are the same in YAML, in the dataclasses and as MLflow params (see :func:`flatten`).
+
+Every field here is read by some stage; a setting that is accepted and ignored is a bug.
+Paths and secrets are not params: they come from CLI flags and the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file does not match the config schema."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """The offline mini corpus (``pengi/corpus``): what to generate and how."""
+
+    size: Literal["tiny", "default"] = "default"
+    seed: int = 0
+    clip_seconds: float = 5.0
+    sample_rate: int = 44100
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One dataset root to ingest: ``name`` picks the adapter in ``pengi.sources``."""
+
+    name: str
+    root: str  # local path or s3:// URI; relative paths are relative to the repo root
+    role: Literal["train", "eval", "both"] = "train"
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Ingestion and data-quality gates."""
+
+    sources: tuple[SourceConfig, ...] = ()
+    probe_workers: int = 2
+    min_duration_s: float = 0.1
+    max_duration_s: float = 3600.0
+    min_sample_rate: int = 8000
+    max_sample_rate: int = 192000
+    max_quarantine_rate: float = 0.05
+    exclude_leakage: bool = True
+    wavcaps_blacklists: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Template rendering of manifests into (audio, prompt, target) triples."""
+
+    seed: int = 0
+    val_fraction: float = 0.05
+    metadata_task: bool = True
+    source_weights: dict[str, float] = field(default_factory=dict)
+    task_weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Log-mel front end and clip handling shared by every encoder."""
+
+    sample_rate: int = 44100
+    clip_seconds: float = 7.0
+    n_fft: int = 1024
+    hop_length: int = 320
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 8000.0
+    # Sample rate the mel filterbank is designed for. The authors' code designs it for 32 kHz
+    # and applies it to 44.1 kHz input; null means "the same as sample_rate" (the paper).
+    filterbank_sample_rate: int | None = None
+
+
+@dataclass(frozen=True)
+class HTSATConfig:
+    """HTSAT (Swin transformer over the log-mel image) sizes."""
+
+    spec_size: int = 256
+    patch_size: int = 4
+    patch_stride: int = 4
+    window_size: int = 8
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (4, 8, 16, 32)
+    mlp_ratio: float = 4.0
+    num_classes: int = 527
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """Frozen text encoder. ``kind`` chooses the pooling; it is never guessed from the name."""
+
+    kind: Literal["clip", "bert_mean", "gpt2_last"] = "bert_mean"
+    name: str = "minilm"  # Hub id, local folder, or "minilm" for the offline PyPI package
+    max_length: int = 40
+    trainable_projection: bool = True
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Frozen causal language model."""
+
+    name: str = "smollm2"  # Hub id, local folder, or "smollm2" for the offline GGUF package
+    tiny: bool = False  # a tiny random config of the same family (tests only)
+
+
+@dataclass(frozen=True)
+class MapperConfig:
+    """The mapping networks m1 (audio) and m2 (prompt)."""
+
+    kind: Literal["transformer", "mlp"] = "transformer"
+    prefix_length: int = 40
+    num_layers: int = 8
+    num_heads: int = 8
+    normalize_prefix: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole model: encoders, projections, mappers, LM."""
+
+    htsat: HTSATConfig = field(default_factory=HTSATConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    d_proj: int = 1024
+    target_max_tokens: int = 40
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage (CLAP or Pengi): optimizer, schedule, loop."""
+
+    epochs: int = 1
+    max_steps: int = 0  # 0 = no cap; otherwise stop after this many optimizer steps
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 2000
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    precision: Literal["fp32", "bf16"] = "bf16"
+    num_workers: int = 2
+    checkpoint_every: int = 500
+    val_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Downstream evaluation."""
+
+    batch_size: int = 16
+    beam_size: int = 5
+    max_new_tokens: int = 30
+    classification_method: Literal["text", "loglik"] = "text"
+    tasks: tuple[str, ...] = ()  # empty = every task whose data is configured
+    coco_jars_dir: str | None = None  # Stanford CoreNLP 3.6.0 jars for SPICE; None = unavailable
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking. The URI comes from MLFLOW_TRACKING_URI; this only names things."""
+
+    enabled: bool = True
+    experiment: str = "pengi"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole ``params.yaml``."""
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train_clap: TrainConfig = field(default_factory=TrainConfig)
+    train_pengi: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Strict loading
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it in canonical form."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arm, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: expected one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _build(tp, value, path)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected one of {[m.value for m in tp]}, got {value!r}") from None
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        key_tp, val_tp = args if args else (Any, Any)
+        return {_convert(k, key_tp, f"{path}.<key>"): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a boolean, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported annotation {tp!r}")  # a bug in this module
+
+
+def _build(cls: type, data: Mapping[str, Any], path: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]!s} (allowed in {path or 'the top level'}: {', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        sub = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], sub)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {sub}")
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping[str, Any] | None, cls: type = Config) -> Any:
+    """Build ``cls`` from a plain mapping, strictly. Sections left out take their defaults."""
+    return _build(cls, data or {}, "")
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read a params file and return the frozen :class:`Config`.
+
+    Raises:
+        ConfigError: unknown key, wrong type, or unreadable YAML (the message names the file).
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """The config as plain YAML-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, enum.Enum):
+        return cfg.value
+    return cfg
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted ``section.key`` -> scalar view, for MLflow params and reports."""
+    out: dict[str, Any] = {}
+    data = to_dict(cfg)
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        else:
+            out[key] = node
+
+    walk(data, prefix)
+    return out
