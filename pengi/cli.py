@@ -15,6 +15,7 @@ import logging
 import sys
 
 from pengi.config import ConfigError
+from pengi.telemetry import disable_telemetry
 
 # name -> (module under pengi.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -64,6 +65,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    disable_telemetry()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
