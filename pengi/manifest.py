@@ -117,3 +117,13 @@ def read_manifest(path: str | Path) -> pa.Table:
     if not table.schema.equals(MANIFEST_SCHEMA, check_metadata=False):
         raise ValueError(f"{path}: schema differs from the manifest schema:\n{table.schema}")
     return table
+
+
+def read_manifest_frame(path: str | Path):
+    """:func:`read_manifest` as a polars DataFrame (one chunk; ``attrs`` stays a Map column).
+
+    polars is imported here, not at module level, so pyarrow-only users stay light.
+    """
+    import polars as pl
+
+    return pl.from_arrow(read_manifest(path)).rechunk()
