@@ -216,6 +216,9 @@ class EvaluateConfig:
     classification_method: Literal["text", "loglik"] = "text"
     tasks: tuple[str, ...] = ()  # empty = every task whose data is configured
     coco_jars_dir: str | None = None  # Stanford CoreNLP 3.6.0 jars for SPICE; None = unavailable
+    crop: Literal["start", "center"] = "start"  # deterministic crop of clips longer than audio.clip_seconds
+    probes: bool = True  # linear probes L1/L3 + the log-mel probe baseline on classification tasks
+    probe_max_train_items: int = 2000  # cap on probe training clips per task (0 = all); evenly spaced
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,10 @@ class Config:
 # --------------------------------------------------------------------------------------------
 # Strict loading
 # --------------------------------------------------------------------------------------------
+
+
+def _is_named_dataclass(tp: Any) -> bool:
+    return dataclasses.is_dataclass(tp) and any(f.name == "name" for f in dataclasses.fields(tp))
 
 
 def _type_name(tp: Any) -> str:
@@ -281,9 +288,18 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         except ValueError:
             raise ConfigError(f"{path}: expected one of {[m.value for m in tp]}, got {value!r}") from None
     if origin in (tuple, list):
+        item_tp = args[0] if args else Any
+        if isinstance(value, Mapping) and _is_named_dataclass(item_tp):
+            # A list of named entries may be written as a mapping keyed by name, which is what
+            # DVC's `foreach` needs to call its stages `ingest@<name>` rather than `ingest@0`.
+            for k, v in value.items():
+                if not isinstance(v, Mapping):
+                    raise ConfigError(f"{path}.{k}: expected a mapping for {item_tp.__name__}, got {v!r}")
+                if "name" in v:
+                    raise ConfigError(f"{path}.{k}: 'name' is the mapping key here; do not repeat it")
+            value = [{"name": k, **v} for k, v in value.items()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
-        item_tp = args[0] if args else Any
         items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):

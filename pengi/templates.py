@@ -110,9 +110,16 @@ def with_attrs(rows: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
     return idx.drop("_row")
 
 
+def _words(expr: pl.Expr) -> pl.Expr:
+    """Label identifiers as words (``clock_tick`` -> ``clock tick``): the LM is taught to write text,
+    and evaluation compares in the same form (``pengi.tasks.normalise_label``)."""
+    return expr.str.replace_all("_", " ")
+
+
 def _labels_joined() -> pl.Expr:
-    """The row's labels joined with ``", "``; null when there are none."""
-    return pl.when(pl.col("labels").list.len() > 0).then(pl.col("labels").list.join(", ")).otherwise(None)
+    """The row's labels, as words, joined with ``", "``; null when there are none."""
+    joined = pl.col("labels").list.eval(_words(pl.element())).list.join(", ")
+    return pl.when(pl.col("labels").list.len() > 0).then(joined).otherwise(None)
 
 
 def _finish(out: pl.DataFrame, prompt: str | pl.Expr) -> pl.DataFrame:
@@ -135,7 +142,8 @@ def _label_task(task: str, attr_key: str) -> Template:
 
     def render(rows: pl.DataFrame) -> pl.DataFrame:
         rows = with_attrs(rows, (attr_key,))
-        return _one_per_row(rows, pl.coalesce(pl.col(f"attr_{attr_key}"), _labels_joined()), T.TRAIN_PROMPTS[task])
+        target = pl.coalesce(_words(pl.col(f"attr_{attr_key}")), _labels_joined())
+        return _one_per_row(rows, target, T.TRAIN_PROMPTS[task])
 
     render.__name__ = f"render_{task}"
     render.__doc__ = f"``{T.TRAIN_PROMPTS[task]}`` -> ``{{{attr_key}}}`` (attrs ``{attr_key}``, else labels)."

@@ -307,7 +307,8 @@ def validate_manifests(manifest_dir: str | os.PathLike, cfg: DataConfig, docs_di
         outcomes), per-task reference checks, and the list of failed expectations.
     """
     start = time.perf_counter()
-    manifest_dir, docs_dir = Path(manifest_dir), Path(docs_dir)
+    # GE needs an absolute site directory when the context has no root directory.
+    manifest_dir, docs_dir = Path(manifest_dir), Path(docs_dir).resolve()
     docs_dir.mkdir(parents=True, exist_ok=True)
     # Pages of earlier runs would otherwise pile up in the site index (GE names them by run time).
     shutil.rmtree(docs_dir / "validations", ignore_errors=True)

@@ -80,3 +80,13 @@ def test_flatten_gives_dotted_scalars() -> None:
     assert flat["train_pengi.lr"] == 3e-4
     assert flat["model.htsat.depths"] == list(from_dict({}).model.htsat.depths)
     assert all("." in k for k in flat)
+
+
+def test_named_entries_may_be_a_mapping_keyed_by_name() -> None:
+    as_list = from_dict({"data": {"sources": [{"name": "esc50", "root": "r", "role": "eval"}]}})
+    as_map = from_dict({"data": {"sources": {"esc50": {"root": "r", "role": "eval"}}}})
+    assert as_list == as_map
+    with pytest.raises(ConfigError, match=r"data\.sources\.esc50: 'name' is the mapping key"):
+        from_dict({"data": {"sources": {"esc50": {"name": "x", "root": "r"}}}})
+    with pytest.raises(ConfigError, match=r"unknown key data\.sources\[0\]\.rot"):
+        from_dict({"data": {"sources": {"esc50": {"rot": "r"}}}})

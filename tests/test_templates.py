@@ -60,6 +60,12 @@ def test_sound_event_joins_multiple_labels_in_order(tmp_path):
     assert pairs(TEMPLATES[T.SOUND_EVENT](df)) == [("a", "this is a sound of", "Dog, Bark, Animal")]
 
 
+def test_label_identifiers_become_words(tmp_path):
+    df = frame(tmp_path, [row("esc50", "a", labels=["clock_tick", "crying_baby"], attrs={"scene": "city_center"})])
+    assert pairs(TEMPLATES[T.SOUND_EVENT](df)) == [("a", "this is a sound of", "clock tick, crying baby")]
+    assert pairs(TEMPLATES[T.ACOUSTIC_SCENE](df)) == [("a", "this acoustic scene is", "city center")]
+
+
 def test_label_tasks_prefer_attrs_so_a_two_task_source_is_unambiguous(tmp_path):
     # MELD-like: labels hold the emotion, attrs hold both emotion and sentiment.
     df = frame(tmp_path, [row("meld", "a", labels=["joy"], attrs={"emotion": "joy", "sentiment": "positive"})])
