@@ -1,0 +1,109 @@
+"""The audio tower and CLAP (contrastive language-audio pre-training, paper appendix D).
+
+Audio tower: log-mel front end -> HTSAT -> Projection (``d_proj``). Text tower:
+:class:`pengi.models.text.TextEncoder` (HF encoder -> Projection). The similarity matrix is
+``exp(logit_scale) * E_a E_t^T`` over L2-normalised embeddings; the loss is the symmetric
+cross-entropy ``0.5 (CE over audio->text + CE over text->audio)``. Pengi reuses both towers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pengi.config import AudioConfig, ModelConfig
+from pengi.features import LogMelFrontEnd
+from pengi.models.htsat import HTSAT, HTSATOutput
+from pengi.models.mapper import Projection
+from pengi.models.text import TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+class AudioEncoder(nn.Module):
+    """Waveform ``(B, T)`` at ``audio.sample_rate`` -> ``(B, d_proj)`` (not normalised)."""
+
+    def __init__(self, audio_cfg: AudioConfig, model_cfg: ModelConfig) -> None:
+        super().__init__()
+        self.frontend = LogMelFrontEnd(audio_cfg)
+        self.htsat = HTSAT(model_cfg.htsat, audio_cfg.n_mels)
+        self.projection = Projection(self.htsat.num_features, model_cfg.d_proj)
+
+    def encode(self, wave: torch.Tensor) -> HTSATOutput:
+        """HTSAT outputs (embedding, tokens, TS-CAM clipwise) for a waveform batch."""
+        with torch.no_grad():  # nothing to train before bn0
+            logmel = self.frontend(wave)  # (B, frames, n_mels)
+        return self.htsat(logmel)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.encode(wave).embedding)  # (B, d_proj)
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """``x / ||x||_2`` over the last axis (the reference divides by the norm, no epsilon)."""
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+@dataclass
+class CLAPOutput:
+    loss: torch.Tensor  # scalar symmetric cross-entropy
+    logits_per_audio: torch.Tensor  # (B, B): row i = audio i against every text
+    audio_embeds: torch.Tensor  # (B, d_proj), unit norm
+    text_embeds: torch.Tensor  # (B, d_proj), unit norm
+
+
+class CLAP(nn.Module):
+    """Two towers, their projections and a learnable temperature."""
+
+    model_class = "clap"
+
+    def __init__(self, audio_cfg: AudioConfig, model_cfg: ModelConfig) -> None:
+        super().__init__()
+        if model_cfg.text.kind == "lm_embed":
+            raise ValueError("CLAP needs a text encoder: text.kind 'lm_embed' has none")
+        self.audio_cfg = audio_cfg
+        self.config = model_cfg
+        self.audio_encoder = AudioEncoder(audio_cfg, model_cfg)
+        self.text_encoder = TextEncoder(model_cfg.text, model_cfg.d_proj, train_body=model_cfg.text.train_in_clap)
+        # CLIP's initial temperature 0.07, learned in log space.
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def audio_embed(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, T) waveform -> (B, d_proj) unit-norm audio embedding."""
+        return l2_normalize(self.audio_encoder(wave))
+
+    def text_embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids + mask -> (B, d_proj) unit-norm text embedding."""
+        return l2_normalize(self.text_encoder(ids, mask))
+
+    def forward(self, wave: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> CLAPOutput:
+        """Symmetric contrastive loss over the batch; pair i is (wave[i], text i)."""
+        a = self.audio_embed(wave)  # (B, d)
+        t = self.text_embed(ids, mask)  # (B, d)
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()  # as CLIP: keep the scale <= 100
+        logits = scale * a @ t.T  # (B, B)
+        target = torch.arange(a.shape[0], device=a.device)
+        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        return CLAPOutput(loss=loss, logits_per_audio=logits, audio_embeds=a, text_embeds=t)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write ``model.safetensors`` + ``config.json`` (see :mod:`pengi.checkpoint`)."""
+        from pengi.checkpoint import save_pretrained
+
+        save_pretrained(self, folder)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> CLAP:
+        """Rebuild from a folder written by :meth:`save_pretrained` (safetensors only)."""
+        from pengi.checkpoint import load_pretrained
+
+        model = load_pretrained(folder)
+        if not isinstance(model, cls):
+            raise TypeError(f"{folder} holds a {type(model).__name__}, not a CLAP model")
+        return model

@@ -1,0 +1,224 @@
+"""Pengi (paper section 3): audio + prompt -> prefix for a frozen causal LM.
+
+``prefix = [m1(audio_embedding) | m2(prompt_embedding)]`` (each ``prefix_length`` vectors of the
+LM's width), optionally followed by an additional text embedded by the LM itself (paper
+appendix A). The LM is fed ``inputs_embeds = [prefix | extra text | target tokens]``; the loss
+is the cross-entropy on real target tokens only: the prefix and extra text never enter it, and
+target padding has label -100 (from an explicit mask, never from a token id).
+
+Trainable: the audio encoder (HTSAT + projection, not the front end), the text projection
+(and CLIP's ``text_projection`` when ``trainable_projection``), m1 and m2. Frozen and kept in
+eval mode whatever ``train()`` says: the text encoder body and the LM.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pengi.config import AudioConfig, ModelConfig
+from pengi.models.clap import CLAP, AudioEncoder, l2_normalize
+from pengi.models.lm import LanguageModel
+from pengi.models.mapper import build_mapper
+from pengi.models.text import TextEncoder
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class PengiOutput:
+    loss: torch.Tensor  # mean cross-entropy over the real target tokens
+    logits: torch.Tensor  # (B, Lt, V): logits[:, j] predicts target_ids[:, j]
+    labels: torch.Tensor  # (B, Lt): target ids, -100 on padding (no loss there)
+    prefix_length: int  # LM input positions before the targets (prefix + extra text)
+    lm_logits: torch.Tensor | None = None  # (B, L, V) over the whole LM input, with full_logits=True
+
+
+class Pengi(nn.Module):
+    """The Pengi model; see the module docstring."""
+
+    model_class = "pengi"
+
+    def __init__(self, audio_cfg: AudioConfig, model_cfg: ModelConfig) -> None:
+        super().__init__()
+        self.audio_cfg = audio_cfg
+        self.config = model_cfg
+        self.audio_encoder = AudioEncoder(audio_cfg, model_cfg)
+        self.lm = LanguageModel(model_cfg.lm)
+        dim = self.lm.hidden_size
+        if model_cfg.text.kind == "lm_embed":
+            # The authors' base_no_text_enc: LM-embedded prompt tokens, mapped as a sequence.
+            self.text_encoder = None
+            self.m2 = build_mapper(None, dim, model_cfg.mapper)
+        else:
+            self.text_encoder = TextEncoder(model_cfg.text, model_cfg.d_proj, train_body=False)
+            self.m2 = build_mapper(model_cfg.d_proj, dim, model_cfg.mapper)
+        self.m1 = build_mapper(model_cfg.d_proj, dim, model_cfg.mapper)
+        self.audio_encoder.frontend.requires_grad_(False)
+
+    # ------------------------------------------------------------------ parts
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters an optimizer should get (frozen parts are left out)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def load_clap_encoders(self, clap: CLAP) -> None:
+        """Initialise the audio and text towers from a trained CLAP (paper: CLAP first, then Pengi)."""
+        self.audio_encoder.load_state_dict(clap.audio_encoder.state_dict())
+        if self.text_encoder is not None:
+            self.text_encoder.load_state_dict(clap.text_encoder.state_dict())
+
+    def audio_embedding(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, T) waveform -> (B, d_proj) projected audio embedding (not normalised)."""
+        return self.audio_encoder(wave)
+
+    @torch.no_grad()
+    def encode_prompt_features(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """Output of the frozen part of the prompt path, cacheable per unique prompt.
+
+        Returns ``(B, hidden)`` pooled encoder output, or ``(B, L, D)`` LM token embeddings for
+        ``text.kind == "lm_embed"``. Feed it back as ``prompt_features``.
+        """
+        if self.text_encoder is None:
+            return self.lm.embed_tokens(prompt_ids)
+        return self.text_encoder.encode_features(prompt_ids, prompt_mask)
+
+    def prompt_embedding(self, prompt_features: torch.Tensor) -> torch.Tensor:
+        """Frozen features -> what m2 maps: ``(B, d_proj)`` (not normalised), or the LM sequence."""
+        if self.text_encoder is None:
+            return prompt_features
+        return self.text_encoder.project(prompt_features)
+
+    def prefix(
+        self,
+        wave: torch.Tensor,
+        prompt_ids: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+        *,
+        prompt_features: torch.Tensor | None = None,
+        reference_wrapper_prompt: bool = False,
+    ) -> torch.Tensor:
+        """``[m1(audio) | m2(prompt)]``: ``(B, 2 * prefix_length, D)``.
+
+        Give either ``prompt_ids`` + ``prompt_mask`` or precomputed ``prompt_features`` (from
+        :meth:`encode_prompt_features`). ``reference_wrapper_prompt`` reproduces the authors'
+        ``PengiWrapper.generate()`` defect (D4): the prompt embedding is *not* L2-normalised
+        there, although the model was trained with it normalised. Off by default.
+        """
+        audio = self.audio_embedding(wave)  # (B, d_proj)
+        prompt = self.prompt_embedding(self._features(prompt_ids, prompt_mask, prompt_features))
+        if self.config.mapper.normalize_prefix:
+            audio = l2_normalize(audio)
+            if self.text_encoder is not None and not reference_wrapper_prompt:
+                prompt = l2_normalize(prompt)
+        return torch.cat([self.m1(audio), self.m2(prompt)], dim=1)  # (B, 2k, D)
+
+    def _features(self, ids, mask, features) -> torch.Tensor:
+        if features is not None:
+            return features
+        if ids is None or mask is None:
+            raise ValueError("give prompt_ids and prompt_mask, or prompt_features")
+        return self.encode_prompt_features(ids, mask)
+
+    # ------------------------------------------------------------------ training forward
+
+    def forward(
+        self,
+        wave: torch.Tensor,
+        target_ids: torch.Tensor,
+        target_mask: torch.Tensor | None = None,
+        prompt_ids: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+        *,
+        prompt_features: torch.Tensor | None = None,
+        extra_ids: torch.Tensor | None = None,
+        extra_mask: torch.Tensor | None = None,
+        full_logits: bool = False,
+    ) -> PengiOutput:
+        """Teacher-forced LM pass and loss.
+
+        Args:
+            wave: (B, T) float waveform.
+            target_ids: (B, Lt) LM token ids, right-padded, ending with the LM's EOS.
+            target_mask: (B, Lt) 1 on real tokens. None = every position is real (the
+                reference passes no mask at all; logits at real positions are the same).
+            prompt_ids, prompt_mask: (B, Lp) text-encoder tokens; or ``prompt_features``.
+            extra_ids, extra_mask: optional (B, Le) additional text (LM tokens, paper appendix A),
+                placed after the prefix, padding anywhere; never in the loss.
+            full_logits: also return the logits of every LM input position (``lm_logits``,
+                what the reference's ``PENGI.forward`` returns). Off by default: only the
+                ``Lt`` positions that predict targets go through the LM head, which at GPT-2
+                size saves most of the vocabulary projection's cost.
+        """
+        prefix = self.prefix(wave, prompt_ids, prompt_mask, prompt_features=prompt_features)  # (B, P, D)
+        B, P, _ = prefix.shape
+        device = prefix.device
+        embeds = [prefix]
+        masks = [torch.ones(B, P, dtype=torch.long, device=device)]
+        if extra_ids is not None:
+            emask = extra_mask.long() if extra_mask is not None else torch.ones_like(extra_ids)
+            # Move the extra text's padding in front of its tokens (stable), so that the first
+            # target token is predicted from the last real extra token, not from a pad.
+            order = torch.argsort(emask, dim=1, stable=True)  # (B, Le): pads first, order kept
+            embeds.append(self.lm.embed_tokens(extra_ids.gather(1, order)))
+            masks.append(emask.gather(1, order))
+        n_context = sum(e.shape[1] for e in embeds)
+        embeds.append(self.lm.embed_tokens(target_ids))  # (B, Lt, D)
+        tmask = target_mask.long() if target_mask is not None else torch.ones_like(target_ids)
+        masks.append(tmask)
+        inputs = torch.cat(embeds, dim=1)  # (B, L, D)
+        mask = torch.cat(masks, dim=1)  # (B, L)
+        labels = torch.where(tmask.bool(), target_ids, IGNORE_INDEX)  # (B, Lt)
+        if bool(mask.all()):
+            attn, positions = None, None  # exactly the reference's call
+        else:
+            # Padding inside the extra text must not shift the positions of what follows.
+            attn, positions = mask, (mask.cumsum(dim=1) - 1).clamp(min=0)
+        Lt = target_ids.shape[1]
+        # Target j sits at position n_context + j and is predicted from the position before it:
+        # the last Lt + 1 positions minus the very last one.
+        keep = 0 if full_logits else Lt + 1
+        all_logits = self.lm(
+            inputs_embeds=inputs, attention_mask=attn, position_ids=positions, logits_to_keep=keep
+        ).logits  # (B, L or Lt + 1, V)
+        logits = all_logits[:, -(Lt + 1) : -1]  # (B, Lt, V)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX
+        )
+        return PengiOutput(
+            loss=loss, logits=logits, labels=labels, prefix_length=n_context,
+            lm_logits=all_logits if full_logits else None,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ mode and IO
+
+    def train(self, mode: bool = True) -> Pengi:
+        """Train mode for the trainable parts; the LM and text-encoder body stay in eval mode."""
+        super().train(mode)
+        self.lm.train(False)
+        if self.text_encoder is not None:
+            self.text_encoder.model.eval()
+        return self
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write ``model.safetensors`` + ``config.json`` (see :mod:`pengi.checkpoint`)."""
+        from pengi.checkpoint import save_pretrained
+
+        save_pretrained(self, folder)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> Pengi:
+        """Rebuild from a folder written by :meth:`save_pretrained` (safetensors only)."""
+        from pengi.checkpoint import load_pretrained
+
+        model = load_pretrained(folder)
+        if not isinstance(model, cls):
+            raise TypeError(f"{folder} holds a {type(model).__name__}, not a Pengi model")
+        return model
