@@ -1,0 +1,170 @@
+"""The ``train-pengi`` stage: Pengi initialised from the CLAP encoders (paper section 3).
+
+Trained: the audio encoder (HTSAT), both projections and the mappers m1/m2. Frozen: the text
+encoder and the LM. Because the text encoder is frozen, its output for a prompt never changes:
+the features of every distinct prompt of the train and val triples are computed once before
+training (``encode_prompt_features``) and looked up per batch, so no text encoder runs in the
+training step. The cache is a non-persistent buffer (not in checkpoints: it is rebuilt from
+the frozen encoder and the triples). After training, a few validation clips are captioned
+(greedy) into ``samples.json`` as a quick look at what the model learned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pengi.config import Config, flatten
+from pengi.data import Collator, TripleDataset
+from pengi.train.clap import TextTokenizer
+from pengi.train.common import data_fingerprint, open_stage_data, write_data_report
+from pengi.train.loop import Tracker, set_cpu_threads, train, unwrap
+
+log = logging.getLogger(__name__)
+
+SAMPLE_COUNT = 8  # validation clips captioned into samples.json
+
+
+class PengiTrainStep(nn.Module):
+    """Pengi plus the prompt-feature cache; ``forward(batch) -> loss`` (so DDP sees one forward)."""
+
+    def __init__(self, model: nn.Module, prompt_features: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("prompt_features", prompt_features, persistent=False)  # (P, ...)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        feats = self.prompt_features[batch["prompt_index"]]  # (B, F) or (B, L, D)
+        wave = batch["audio"].float()  # (B, S); the loader may ship float16
+        out = self.model(wave, batch["input_ids"], batch["attention_mask"], prompt_features=feats)
+        return out.loss
+
+
+def pengi_step(net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    return net(batch)
+
+
+@torch.no_grad()
+def encode_prompt_cache(model: nn.Module, cfg: Config, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Frozen text-encoder features of every prompt, in order: (P, F).
+
+    Raises:
+        NotImplementedError: ``text.kind == "lm_embed"`` (no text encoder to cache; its prompt
+            path is not wired into training yet).
+    """
+    if cfg.model.text.kind == "lm_embed":
+        raise NotImplementedError("train-pengi supports text encoders (kind clip/bert_mean/gpt2_last), not lm_embed")
+    tokenize = TextTokenizer(cfg.model.text)
+    chunks = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tokenize(prompts[i : i + batch_size])
+        chunks.append(model.encode_prompt_features(enc["input_ids"], enc["attention_mask"]))  # (b, F)
+    return torch.cat(chunks).detach()
+
+
+def train_pengi(
+    cfg: Config,
+    triples_dir: str | Path,
+    store_dir: str | Path,
+    clap_checkpoint: str | Path,
+    out_dir: str | Path,
+    tracker: Tracker | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train Pengi from the CLAP model in ``clap_checkpoint``; write ``out_dir/model``, logs, samples.
+
+    Resumes from ``out_dir/checkpoints`` when present (same command, same result).
+
+    Returns:
+        The final metrics (``metrics.json``) plus ``model`` (the saved model folder).
+    """
+    from pengi.models import build_pengi
+    from pengi.models.clap import CLAP
+    from pengi.models.lm import load_lm_tokenizer
+
+    tc = cfg.train_pengi
+    set_cpu_threads(tc)  # before the feature caches, which run here on CPU
+    data = open_stage_data(cfg, tc, triples_dir, store_dir)
+    write_data_report(out_dir, {"train": data.train, "val": data.val})
+    torch.manual_seed(tc.seed)  # the random initialisation of the mappers
+    model = build_pengi(cfg)
+    model.load_clap_encoders(CLAP.from_pretrained(clap_checkpoint))
+    prompts = sorted(set(data.train.unique_prompts()) | set(data.val.unique_prompts() if data.val else []))
+    log.info("caching the frozen text encoder's features of %d distinct prompts", len(prompts))
+    model.eval()
+    cache = encode_prompt_cache(model, cfg, prompts)
+    step_model = PengiTrainStep(model, cache)
+    lm_tokenizer = load_lm_tokenizer(cfg.model.lm)
+    collate = Collator(lm_tokenizer, cfg.model.target_max_tokens, prompt_vocab=prompts)
+    # float16 audio from the loader (the stored samples; upcast on the device in the step)
+    train_ds = TripleDataset(data.train, data.store, data.clip_samples, train=True, seed=tc.seed, audio_dtype=np.float16)
+    val_ds = TripleDataset(data.val, data.store, data.clip_samples, False, audio_dtype=np.float16) if data.val else None
+    result = train(
+        step_model, pengi_step, train_ds, val_ds, collate, tc, out_dir, tracker,
+        run_config={**flatten(cfg), **data_fingerprint(triples_dir, store_dir)}, device=device,
+    )  # fmt: skip
+    model_dir = Path(out_dir) / "model"
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+        trained = unwrap(step_model).model
+        trained.save_pretrained(model_dir)
+        if val_ds is not None:
+            samples_path = Path(out_dir) / "samples.json"
+            write_samples(trained, unwrap(step_model).prompt_features, val_ds, collate, lm_tokenizer,
+                          samples_path, max_new_tokens=cfg.model.target_max_tokens)  # fmt: skip
+        if tracker is not None:
+            tracker.set_tag("pengi.model", str(model_dir.resolve()))
+    return {**result, "model": str(model_dir)}
+
+
+def sample_indices(tasks: list[str], count: int) -> list[int]:
+    """Up to ``count`` row indices spread over the tasks: round-robin over the tasks (sorted),
+    each task's rows in table order. Deterministic."""
+    by_task: dict[str, list[int]] = {}
+    for i, t in enumerate(tasks):
+        by_task.setdefault(t, []).append(i)
+    queues = [by_task[t] for t in sorted(by_task)]
+    out: list[int] = []
+    depth = 0
+    while len(out) < count and any(depth < len(q) for q in queues):
+        out += [q[depth] for q in queues if depth < len(q)][: count - len(out)]
+        depth += 1
+    return out
+
+
+@torch.no_grad()
+def write_samples(
+    model: nn.Module,
+    prompt_features: torch.Tensor,
+    val_ds: TripleDataset,
+    collate: Collator,
+    tokenizer: Any,
+    path: Path,
+    max_new_tokens: int = 30,
+) -> list[dict]:
+    """Greedy outputs for :data:`SAMPLE_COUNT` validation triples spread over the tasks
+    (:func:`sample_indices`; deterministic crops)."""
+    from pengi.inference import generate
+
+    model.eval()
+    batch = collate([val_ds[i] for i in sample_indices(val_ds.triples.columns["task"], SAMPLE_COUNT)])
+    device = next(model.parameters()).device
+    feats = prompt_features[batch["prompt_index"].to(prompt_features.device)]
+    prefix = model.prefix(batch["audio"].to(device).float(), prompt_features=feats.to(device))  # (B, P, D)
+    gen = generate(
+        model.lm.model, prefix, tokenizer, method="greedy", max_new_tokens=max_new_tokens,
+        stop_token_ids=tokenizer.eos_token_id,
+    )  # fmt: skip
+    samples = [
+        {"triple_id": t, "prompt": p, "target": y, "generated": g}
+        for t, p, y, g in zip(batch["triple_id"], batch["prompt"], batch["target"], gen.best, strict=True)
+    ]
+    path.write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
+    return samples
+
