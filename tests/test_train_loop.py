@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from pengi.models.tiny import tiny_params_with_offline_tokenizers
 from pengi.config import TrainConfig
 from pengi.train.loop import list_checkpoints, lr_factor, train
 
@@ -222,24 +223,10 @@ def test_torchrun_ddp_two_ranks_and_resume(toy_data, tmp_path):
 
 # --- the real models, tiny -------------------------------------------------------------------
 
-TINY = {
-    "audio": {"sample_rate": SR, "clip_seconds": 0.25, "n_fft": 256, "hop_length": 40, "n_mels": 16,
-              "f_min": 50.0, "f_max": 2000.0},
-    "model": {
-        "htsat": {"spec_size": 32, "patch_size": 4, "patch_stride": 4, "window_size": 4, "embed_dim": 16,
-                  "depths": [1, 1], "num_heads": [1, 2], "num_classes": 0},
-        "text": {"kind": "bert_mean", "name": "minilm", "max_length": 8,
-                 "hf_config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
-                               "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 30522}},
-        "lm": {"name": "smollm2", "hf_config": {"model_type": "llama", "vocab_size": 49152, "hidden_size": 32,
-               "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-               "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2}},
-        "mapper": {"prefix_length": 4, "clip_length": 4, "num_layers": 1, "num_heads": 2},
-        "d_proj": 32,
-        "target_max_tokens": 12,
-    },
-    "tracking": {"enabled": False},
-}  # fmt: skip
+TINY = tiny_params_with_offline_tokenizers()
+TINY["model"]["target_max_tokens"] = 12
+TINY["audio"]["sample_rate"] = SR
+TINY["tracking"] = {"enabled": False}
 
 
 def tiny_config(text_train_in_clap: bool = True, **train):

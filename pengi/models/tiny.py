@@ -39,3 +39,31 @@ def tiny_model_config(text_kind: str = "bert_mean", mapper_kind: str = "transfor
         mapper=MapperConfig(kind=mapper_kind, prefix_length=3, clip_length=2, num_layers=1, num_heads=4),
         d_proj=24,
     )  # fmt: skip
+
+
+TINY_PARAMS_SAMPLE_RATE = 8000
+
+
+def tiny_params_with_offline_tokenizers() -> dict[str, Any]:
+    """``audio`` and ``model`` params sections of a tiny random model whose tokenizers are the real
+    offline ones (MiniLM's and SmolLM2's), so that text can be encoded and decoded end to end.
+
+    Weights are random (``hf_config``), nothing is downloaded; 0.25 s clips at 8 kHz. Tests of the
+    training stages, the evaluation harness and the CLI build their configs from this one dict.
+    """
+    return {
+        "audio": {"sample_rate": TINY_PARAMS_SAMPLE_RATE, "clip_seconds": 0.25, "n_fft": 256, "hop_length": 40,
+                  "n_mels": 16, "f_min": 50.0, "f_max": 2000.0},
+        "model": {
+            "htsat": {"spec_size": 32, "patch_size": 4, "patch_stride": 4, "window_size": 4, "embed_dim": 16,
+                      "depths": [1, 1], "num_heads": [1, 2], "num_classes": 0},
+            "text": {"kind": "bert_mean", "name": "minilm", "max_length": 8,
+                     "hf_config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
+                                   "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 30522}},
+            "lm": {"name": "smollm2", "hf_config": {"model_type": "llama", "vocab_size": 49152, "hidden_size": 32,
+                   "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                   "num_key_value_heads": 1, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2}},
+            "mapper": {"prefix_length": 4, "clip_length": 4, "num_layers": 1, "num_heads": 2},
+            "d_proj": 32,
+        },
+    }  # fmt: skip
