@@ -219,4 +219,11 @@ def build_corpus_eval_sets(
         ValueError: see :func:`select_tasks`.
     """
     names = [s.name for s in data.sources if s.role in ("eval", "both")]
-    return build_eval_sets(load_manifests(manifest_dir, names), requested)
+    manifests = load_manifests(manifest_dir, names)
+    # A source that also trains the model is evaluated on its test split only, even for tasks
+    # that use every fold of an evaluation-only dataset (ESC-50's 5 folds, ...): a clip the model
+    # was trained on must never be scored.
+    for s in data.sources:
+        if s.role == "both":
+            manifests[s.name] = manifests[s.name].filter(pl.col("split") == "test")
+    return build_eval_sets(manifests, requested)

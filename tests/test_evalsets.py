@@ -133,3 +133,23 @@ def test_evalsets_command_writes_parquet_sidecars_and_index(tmp_path):
     assert "clotho_captioning" in index["skipped"]
     written = write_eval_sets({}, {}, tmp_path / "empty")
     assert written == {"tasks": {}, "skipped": {}}
+
+
+def test_a_source_that_also_trains_is_evaluated_on_its_test_split_only(tmp_path):
+    from pengi.config import DataConfig, SourceConfig
+    from pengi.evalsets import build_corpus_eval_sets
+
+    rows = [
+        row("esc50", "1-1-A-0", split="train", labels=["dog"], attrs={"fold": "1"}),
+        row("esc50", "4-1-A-0", split="val", labels=["dog"], attrs={"fold": "4"}),
+        row("esc50", "5-2-A-1", split="test", labels=["rooster"], attrs={"fold": "5"}),
+    ]
+    write_manifest(rows, tmp_path / "esc50.parquet")
+    as_eval = DataConfig(sources=(SourceConfig(name="esc50", root="x", role="eval"),))
+    both = DataConfig(sources=(SourceConfig(name="esc50", root="x", role="both"),))
+    # An evaluation-only source keeps every fold (the paper's cross-validation protocol) ...
+    sets, _ = build_corpus_eval_sets(tmp_path, as_eval)
+    assert sorted(sets["esc50"].items.get_column("clip_id")) == ["1-1-A-0", "4-1-A-0", "5-2-A-1"]
+    # ... one that also trains the model is scored on its held-out rows only.
+    sets, _ = build_corpus_eval_sets(tmp_path, both)
+    assert sets["esc50"].items.get_column("clip_id").to_list() == ["5-2-A-1"]

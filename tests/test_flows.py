@@ -252,15 +252,9 @@ def _prefect(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 1
     return proc.stdout
 
 
-@pytest.mark.slow
-@pytest.mark.network
-@pytest.mark.timeout(480)
-def test_real_deployment_run(tmp_path):
-    toy = make_toy(tmp_path / "toy")
-    # The deployment runs the repository's own flow file and prefect.yaml, as in a clone.
-    shutil.copytree(REPO / "flows", toy / "flows", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "prefect.yaml", toy / "prefect.yaml")
-
+def _run_deployment(repo: Path, tmp_path: Path, watch_timeout: int) -> str:
+    """Start a real Prefect server and process worker, deploy ``repo``'s prefect.yaml, run
+    ``train-pengi/local`` to completion and return the CLI output."""
     port = free_port()
     home = tmp_path / "prefect-home"
     env = subprocess_env(
@@ -270,7 +264,7 @@ def test_real_deployment_run(tmp_path):
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-            "PENGI_REPO_DIR": str(toy),
+            "PENGI_REPO_DIR": str(repo),
         }
     )
     env.pop("PREFECT_PROFILES_PATH", None)
@@ -284,17 +278,19 @@ def test_real_deployment_run(tmp_path):
         procs.append(server)
         wait_http(f"http://127.0.0.1:{port}/api/health", timeout=120, proc=server)
 
-        _prefect(["work-pool", "create", "local-pool", "--type", "process"], env, toy)
-        _prefect(["--no-prompt", "deploy", "--all"], env, toy)
+        _prefect(["work-pool", "create", "local-pool", "--type", "process"], env, repo)
+        _prefect(["--no-prompt", "deploy", "--all"], env, repo)
         worker = subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", "local-pool", "--limit", "1"],
             cwd=tmp_path, env=env, stdout=logs["worker"], stderr=subprocess.STDOUT,
         )  # fmt: skip
         procs.append(worker)
-        out = _prefect(["deployment", "run", "train-pengi/local", "--watch", "--watch-timeout", "300"], env, toy, 330)
+        out = _prefect(
+            ["deployment", "run", "train-pengi/local", "--watch", "--watch-timeout", str(watch_timeout)],
+            env, repo, watch_timeout + 30,
+        )  # fmt: skip
         assert "Completed" in out, out
-        assert calls(toy) == ALL
-        assert "up to date" in _dvc(toy, "status").stdout
+        return out
     except BaseException:
         for name, fh in logs.items():
             fh.flush()
@@ -305,3 +301,54 @@ def test_real_deployment_run(tmp_path):
             stop_process(proc, grace=10)  # SIGINT, then SIGKILL: workers ignore SIGTERM for a while
         for fh in logs.values():
             fh.close()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.timeout(480)
+def test_real_deployment_run(tmp_path):
+    toy = make_toy(tmp_path / "toy")
+    # The deployment runs the repository's own flow file and prefect.yaml, as in a clone.
+    shutil.copytree(REPO / "flows", toy / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "prefect.yaml", toy / "prefect.yaml")
+    _run_deployment(toy, tmp_path, watch_timeout=300)
+    assert calls(toy) == ALL
+    assert "up to date" in _dvc(toy, "status").stdout
+
+
+def _tiny_pipeline_checkout(dest: Path) -> Path:
+    """A clone-like copy of this repository (tracked files only) whose params run the real
+    pipeline on the tiny corpus with a few training steps."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["corpus"]["size"] = "tiny"
+    for stage in ("train_clap", "train_pengi"):
+        params[stage].update(epochs=1, max_steps=2, checkpoint_every=2, val_every=2, val_max_batches=1)
+    params["evaluate"].update(probes=False, max_new_tokens=6, tasks=["esc50", "clotho_captioning", "clotho_aqa"])
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.timeout(1500)
+def test_real_deployment_reproduces_the_tiny_pipeline(tmp_path):
+    """The deployment runs every stage of the real dvc.yaml on the tiny corpus, end to end;
+    afterwards DVC reports the pipeline up to date (the run is a plain `dvc repro`)."""
+    repo = _tiny_pipeline_checkout(tmp_path / "repo")
+    _run_deployment(repo, tmp_path, watch_timeout=1200)
+    status = _dvc(repo, "status")
+    assert "up to date" in status.stdout, status.stdout
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    stages = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]) - {"ingest"}
+    assert stages <= set(lock), sorted(stages - set(lock))
+    metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert any(k.startswith("esc50.") for k in metrics), sorted(metrics)[:10]
