@@ -35,6 +35,7 @@ from typing import Any
 from pengi import storage
 from pengi.audio import AudioError, AudioInfo, probe
 from pengi.config import DataConfig, SourceConfig
+from pengi.fileio import write_text_atomic
 from pengi.manifest import STATUS_QUARANTINED, write_manifest
 from pengi.sources.base import is_ok, quarantine, run_adapter
 
@@ -205,9 +206,6 @@ def ingest_source(
     write_manifest(rows, out_path)
     out_path = Path(out_path)
     report_path = Path(report_path) if report_path else out_path.with_name(out_path.name.removesuffix(".parquet") + ".report.json")
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report_path.with_name(f".{report_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(report.to_json(), encoding="utf-8")
-    os.replace(tmp, report_path)
+    write_text_atomic(report_path, report.to_json())
     log.info("%s: %d rows read, %d kept, %d quarantined %s", source_cfg.name, report.rows_read, kept, report.quarantined, report.reasons)
     return report

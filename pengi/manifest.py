@@ -9,13 +9,14 @@ stay in the manifest with ``status == "quarantined"`` and a ``reason``, so that 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pengi.fileio import atomic_path
 
 STATUS_OK = "ok"
 STATUS_QUARANTINED = "quarantined"
@@ -96,12 +97,9 @@ def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
 
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
     """Write a Parquet file via a temporary name and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
 
 
 def write_manifest(rows: Iterable[Mapping[str, Any]], path: str | Path) -> pa.Table:

@@ -37,6 +37,8 @@ import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
+from pengi.fileio import atomic_path
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -366,9 +368,7 @@ def download_file(uri: str | os.PathLike, dest: str | os.PathLike) -> Path:
         StorageError: S3 failed permanently or ran out of retries.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(dest) as tmp:
         if is_s3(uri):
             bucket, key = split_s3(uri)
             # The transfer manager downloads in parallel ranged parts; a failure in any part fails
@@ -376,9 +376,6 @@ def download_file(uri: str | os.PathLike, dest: str | os.PathLike) -> Path:
             _retrying(f"download {uri}", lambda: client().download_file(bucket, key, str(tmp)))
         else:
             shutil.copyfile(uri, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -393,6 +390,14 @@ def _transfer_config(multipart_threshold: int | None, multipart_chunksize: int |
         multipart_chunksize=multipart_chunksize or MULTIPART_CHUNKSIZE,
         max_concurrency=4,
     )
+
+
+def _object_key(uri: str | os.PathLike) -> tuple[str, str]:
+    """``(bucket, key)`` of an S3 URI that names an object (not a bucket or a prefix)."""
+    bucket, key = split_s3(uri)
+    if not key or key.endswith("/"):
+        raise ValueError(f"not an object URI: {uri!r}")
+    return bucket, key
 
 
 def write_bytes_atomic(
@@ -412,18 +417,10 @@ def write_bytes_atomic(
         StorageError: S3 failed permanently or ran out of retries.
     """
     if not is_s3(uri):
-        path = Path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(uri) as tmp:
             tmp.write_bytes(data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return
-    bucket, key = split_s3(uri)
-    if not key or key.endswith("/"):
-        raise ValueError(f"not an object URI: {uri!r}")
+    bucket, key = _object_key(uri)
     config = _transfer_config(multipart_threshold, multipart_chunksize)
     # A fresh BytesIO per attempt: a retry must start from the first byte.
     _retrying(f"write {uri}", lambda: client().upload_fileobj(io.BytesIO(data), bucket, key, Config=config))
@@ -446,17 +443,9 @@ def upload_file(
     if not src.is_file():
         raise FileNotFoundError(f"upload source not found: {src}")
     if not is_s3(uri):
-        dest = Path(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(uri) as tmp:
             shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
         return
-    bucket, key = split_s3(uri)
-    if not key or key.endswith("/"):
-        raise ValueError(f"not an object URI: {uri!r}")
+    bucket, key = _object_key(uri)
     config = _transfer_config(multipart_threshold, multipart_chunksize)
     _retrying(f"upload {src} -> {uri}", lambda: client().upload_file(str(src), bucket, key, Config=config))

@@ -51,6 +51,7 @@ from great_expectations.data_context.types.base import (
 
 from pengi.config import DataConfig
 from pengi.evalsets import eval_rows, references_frame
+from pengi.fileio import write_json_atomic
 from pengi.leakage import EVAL_SPLITS_OF_BOTH
 from pengi.manifest import SPLITS, STATUS_OK, STATUS_QUARANTINED, read_manifest_frame
 from pengi.tasks import EVAL_TASKS, EvalTask, normalise_label
@@ -402,8 +403,4 @@ def validate_manifests(manifest_dir: str | os.PathLike, cfg: DataConfig, docs_di
 
 def write_report(report: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write the gate report as JSON (atomically: a DVC metric must never be half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, report, default=str)

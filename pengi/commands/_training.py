@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pengi.config import Config, flatten
+from pengi.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,7 @@ def run_tracked(
             if path.exists():
                 tracker.log_artifact(path)
     if metrics_path and int(os.environ.get("RANK", "0")) == 0:
-        target = Path(metrics_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.copyfile(Path(out_dir) / "metrics.json", tmp)
-        os.replace(tmp, target)
+        with atomic_path(metrics_path) as tmp:
+            shutil.copyfile(Path(out_dir) / "metrics.json", tmp)
     log.info("%s: %s", stage, json.dumps(result, sort_keys=True))
     return result

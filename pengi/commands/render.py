@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 from pathlib import Path
 
 from pengi.commands.validate import check_gate
 from pengi.config import load_config
+from pengi.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,7 @@ def run(args: argparse.Namespace) -> int:
     result, leakage = render_corpus(args.manifests, cfg.data, cfg.render, base_dir=Path(args.params).resolve().parent)
     paths = write_triples(result, args.out)
     report = {"render": result.report, "leakage": leakage.to_dict()}
-    out = Path(args.report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    write_json_atomic(args.report, report)
     log.info(
         "wrote %s; %d leaking training rows %s",
         ", ".join(f"{p} ({result.report['triples'][s]} triples)" for s, p in paths.items()),

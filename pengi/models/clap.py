@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +20,7 @@ from pengi.config import AudioConfig, ModelConfig
 from pengi.features import LogMelFrontEnd
 from pengi.models.htsat import HTSAT, HTSATOutput
 from pengi.models.mapper import Projection
+from pengi.models.pretrained import PretrainedMixin
 from pengi.models.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class CLAPOutput:
     text_embeds: torch.Tensor  # (B, d_proj), unit norm
 
 
-class CLAP(nn.Module):
+class CLAP(PretrainedMixin, nn.Module):
     """Two towers, their projections and a learnable temperature."""
 
     model_class = "clap"
@@ -91,19 +91,3 @@ class CLAP(nn.Module):
         target = torch.arange(a.shape[0], device=a.device)
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
         return CLAPOutput(loss=loss, logits_per_audio=logits, audio_embeds=a, text_embeds=t)
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write ``model.safetensors`` + ``config.json`` (see :mod:`pengi.checkpoint`)."""
-        from pengi.checkpoint import save_pretrained
-
-        save_pretrained(self, folder)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> CLAP:
-        """Rebuild from a folder written by :meth:`save_pretrained` (safetensors only)."""
-        from pengi.checkpoint import load_pretrained
-
-        model = load_pretrained(folder)
-        if not isinstance(model, cls):
-            raise TypeError(f"{folder} holds a {type(model).__name__}, not a CLAP model")
-        return model

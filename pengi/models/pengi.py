@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ from pengi.config import AudioConfig, ModelConfig
 from pengi.models.clap import CLAP, AudioEncoder, l2_normalize
 from pengi.models.lm import LanguageModel
 from pengi.models.mapper import build_mapper
+from pengi.models.pretrained import PretrainedMixin
 from pengi.models.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class PengiOutput:
     lm_logits: torch.Tensor | None = None  # (B, L, V) over the whole LM input, with full_logits=True
 
 
-class Pengi(nn.Module):
+class Pengi(PretrainedMixin, nn.Module):
     """The Pengi model; see the module docstring."""
 
     model_class = "pengi"
@@ -206,19 +206,3 @@ class Pengi(nn.Module):
         if self.text_encoder is not None:
             self.text_encoder.model.eval()
         return self
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write ``model.safetensors`` + ``config.json`` (see :mod:`pengi.checkpoint`)."""
-        from pengi.checkpoint import save_pretrained
-
-        save_pretrained(self, folder)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> Pengi:
-        """Rebuild from a folder written by :meth:`save_pretrained` (safetensors only)."""
-        from pengi.checkpoint import load_pretrained
-
-        model = load_pretrained(folder)
-        if not isinstance(model, cls):
-            raise TypeError(f"{folder} holds a {type(model).__name__}, not a Pengi model")
-        return model

@@ -41,7 +41,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import logging
 import math
 import os
@@ -61,6 +60,7 @@ from torch import nn
 
 from pengi.config import TrainConfig, flatten
 from pengi.data import ResumableBatchSampler, make_loader
+from pengi.fileio import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -295,15 +295,7 @@ def _write_csv_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, buf.getvalue())
 
 
 def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -617,7 +609,7 @@ def train(
         _write_csv_atomic(out_dir / "train_log.csv", train_rows)
         if val_rows:
             _write_csv_atomic(out_dir / "val_log.csv", val_rows)
-        _write_json_atomic(out_dir / "metrics.json", metrics)
+        write_json_atomic(out_dir / "metrics.json", metrics)
         tracker.set_tag("final_checkpoint", str(Path(final).resolve()))
     return {**metrics, "checkpoint": str(final) if final else None}
 
