@@ -204,6 +204,16 @@ class TrainConfig:
     # torch intra-op threads on CPU (0 = torch's default). On a small shared CPU, 1 thread per
     # process beats oversubscribed OpenMP by ~5x (measured); ignored on CUDA.
     cpu_threads: int = 0
+    # learning-rate multipliers by module name (dotted path inside the stage's model, e.g.
+    # ``audio_encoder: 0.1``, ``m1: 2.0``); the longest matching name wins, others get 1.0
+    lr_scales: dict[str, float] = field(default_factory=dict)
+    # Pengi only (a CLAP batch costs the same whatever its texts): batches of similar target
+    # length, so little of the LM's compute goes to padding
+    group_by_length: bool = False
+    # Pengi only: "token" averages the LM loss over every target token of the batch (long
+    # captions dominate); "sample" averages each target's tokens first, so a one-word label
+    # weighs as much as a 20-token caption
+    loss_reduction: Literal["token", "sample"] = "token"
 
 
 @dataclass(frozen=True)
@@ -219,6 +229,8 @@ class EvaluateConfig:
     crop: Literal["start", "center"] = "start"  # deterministic crop of clips longer than audio.clip_seconds
     probes: bool = True  # linear probes L1/L3 + the log-mel probe baseline on classification tasks
     probe_max_train_items: int = 2000  # cap on probe training clips per task (0 = all); evenly spaced
+    # bf16 autocast where the device computes bf16 natively (CUDA, AVX512-BF16/AMX CPUs), else fp32
+    precision: Literal["fp32", "bf16"] = "bf16"
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,13 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
     same number of full batches (contrastive losses want a fixed batch); without it, no sample
     is dropped or repeated and ranks may differ by one batch (fine for validation, whose sums
     are all-reduced).
+
+    With ``lengths`` (one cost per sample, e.g. its target's token count) batches are grouped
+    by length, as ``group_by_length`` does in transformers' Trainer: the epoch's permutation is
+    cut into groups of ``group_batches`` global batches, each group is sorted by length (stable)
+    and cut into global batches, and the order of those batches is shuffled with the same
+    generator. Padding then costs little, and every batch is still a pure function of
+    ``(seed, epoch, batch)``, so resuming mid-epoch stays exact.
     """
 
     def __init__(
@@ -186,9 +193,13 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         drop_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        lengths: Sequence[int] | None = None,
+        group_batches: int = 32,
     ):
-        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or group_batches < 1:
             raise ValueError(f"bad sampler arguments: batch_size={batch_size} rank={rank} world_size={world_size}")
+        if lengths is not None and len(lengths) != num_samples:
+            raise ValueError(f"{len(lengths)} lengths for {num_samples} samples")
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -196,6 +207,8 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
+        self.lengths = list(lengths) if lengths is not None else None
+        self.group_batches = group_batches
         self.epoch = 0
         self.start_batch = 0
 
@@ -214,17 +227,32 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         return max(0, self.batches_per_epoch() - self.start_batch)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_samples, generator=g).tolist()
         else:
             order = list(range(self.num_samples))
         if self.drop_last:
             order = order[: self.batches_per_epoch() * self.batch_size * self.world_size]
+        if self.lengths is not None:
+            order = self._group_by_length(order, g)
         mine = order[self.rank :: self.world_size]
         for b in range(self.start_batch, self.batches_per_epoch()):
             chunk = mine[b * self.batch_size : (b + 1) * self.batch_size]
             yield [(i, self.epoch) for i in chunk]
+
+    def _group_by_length(self, order: list[int], g: torch.Generator) -> list[int]:
+        """Sort groups of global batches by length, then shuffle the global batches' order
+        (a trailing partial global batch, only without ``drop_last``, stays last)."""
+        lengths = self.lengths
+        gb = self.batch_size * self.world_size  # one global batch: every rank's micro-batch
+        span = gb * self.group_batches
+        grouped: list[int] = []
+        for start in range(0, len(order), span):
+            grouped += sorted(order[start : start + span], key=lambda i: lengths[i])
+        n_full = len(grouped) // gb
+        perm = torch.randperm(n_full, generator=g).tolist() if self.shuffle else list(range(n_full))
+        return [i for b in perm for i in grouped[b * gb : (b + 1) * gb]] + grouped[n_full * gb :]
 
 
 def _stack_audio(waves: list[torch.Tensor]) -> torch.Tensor:

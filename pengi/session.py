@@ -30,6 +30,7 @@ import torch
 from pengi.audio import AudioError, crop, decode
 from pengi.models.clap import CLAP, l2_normalize
 from pengi.models.pengi import Pengi
+from pengi.precision import autocast_context, native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class PengiSession:
         crop_mode: deterministic crop (``"start"`` or ``"center"``).
         device: torch device (default: CUDA when available, else CPU).
         progress: show tqdm progress bars (stderr).
+        precision: ``"bf16"`` runs the models under bf16 autocast where the device computes
+            bf16 natively (:mod:`pengi.precision`); ``"fp32"`` (default) everywhere else.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class PengiSession:
         crop_mode: CropMode = "start",
         device: str | torch.device | None = None,
         progress: bool = False,
+        precision: Literal["fp32", "bf16"] = "fp32",
     ) -> None:
         if model is None and clap is None:
             raise ValueError("a session needs a Pengi model, a CLAP model, or both")
@@ -117,6 +121,8 @@ class PengiSession:
             raise ValueError("batch_size, beam_size and max_new_tokens must be >= 1")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval() if model is not None else None
+        if self.model is not None:
+            self.model.lm.use_attention_for(self.device)
         self.clap = clap.to(self.device).eval() if clap is not None else None
         ref = self.model if self.model is not None else self.clap
         self.audio_cfg = ref.audio_cfg
@@ -124,6 +130,8 @@ class PengiSession:
         self.beam_size = beam_size
         self.max_new_tokens = max_new_tokens
         self.progress = progress
+        # bf16 autocast only where it is native (pengi.precision); results come back as float32
+        self.use_bf16 = precision == "bf16" and native_bf16(self.device)
         self.loader = ClipLoader(self.audio_cfg.sample_rate, self.audio_cfg.clip_seconds, store, crop_mode)
         self._lm_tokenizer = None
         self._text_tokenizers: dict[int, Any] = {}
@@ -294,7 +302,8 @@ class PengiSession:
                     errors[start + j] = c.error
                     log.warning("skipping %s", c.error)
             if idx:
-                with torch.no_grad():  # inference only: no autograd graph over the batch
+                # inference only: no autograd graph over the batch
+                with torch.no_grad(), autocast_context(self.device, self.use_bf16):
                     out = fn(idx, waves)
                 if len(out) != len(idx):
                     raise RuntimeError(f"batch function returned {len(out)} results for {len(idx)} clips")

@@ -118,6 +118,33 @@ def test_sampler_shards_shuffles_and_resumes():
     assert seen == list(range(7))  # nothing dropped or repeated
 
 
+def test_sampler_groups_by_length_and_still_resumes():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, size=203).tolist()
+
+    def padded_cost(batches):  # what the LM pays: every sample padded to its batch's longest
+        return sum(len(b) * max(lengths[i] for i, _ in b) for b in batches)
+
+    plain = list(ResumableBatchSampler(203, 4, shuffle=True, seed=3, world_size=2, rank=0))
+    ranks = [ResumableBatchSampler(203, 4, shuffle=True, seed=3, world_size=2, rank=r, lengths=lengths,
+                                   group_batches=8) for r in range(2)]  # fmt: skip
+    grouped = [list(s) for s in ranks]
+    # the same samples per epoch (drop_last: 200 of 203), each once, disjoint over the ranks
+    seen = [i for g in grouped for b in g for i, _ in b]
+    assert len(seen) == len(set(seen)) == 200
+    assert padded_cost(grouped[0]) < 0.8 * padded_cost(plain)
+    # batches are shuffled (not sorted end to end) and differ per epoch
+    maxima = [max(lengths[i] for i, _ in b) for b in grouped[0]]
+    assert maxima != sorted(maxima)
+    ranks[0].set_epoch(1)
+    assert list(ranks[0]) != grouped[0]
+    # resuming mid-epoch yields exactly the rest of the epoch
+    ranks[0].set_epoch(0, start_batch=9)
+    assert list(ranks[0]) == grouped[0][9:]
+    with pytest.raises(ValueError, match="lengths"):
+        ResumableBatchSampler(10, 2, shuffle=True, lengths=[1, 2])
+
+
 def test_collate_labels_and_prompt_index(tmp_path):
     store, uris = make_store(tmp_path)
     write_triples(tmp_path / "train.parquet", uris)

@@ -235,6 +235,27 @@ def test_session_crops_are_deterministic(models, eval_data):
     assert s.loader.load(uris[0]).wave.shape == (int(SR * 0.25),)
 
 
+def test_session_bf16_where_native_matches_fp32(models, eval_data):
+    """bf16 autocast (only where the CPU has native bf16) gives the fp32 embeddings to bf16
+    accuracy, as float32 arrays; the CPU LM runs the eager attention kernel."""
+    from pengi.precision import native_bf16
+    from pengi.session import PengiSession
+
+    uris = [str(eval_data / "wav" / f"c{i}.wav") for i in range(3)]
+    fp32 = PengiSession.from_pretrained(models["pengi"], batch_size=3, beam_size=1, max_new_tokens=3)
+    bf16 = PengiSession.from_pretrained(models["pengi"], batch_size=3, beam_size=1, max_new_tokens=3,
+                                        precision="bf16")  # fmt: skip
+    assert bf16.use_bf16 == native_bf16(torch.device("cpu")) and not fp32.use_bf16
+    assert bf16.model.lm.model.config._attn_implementation == "eager"
+    a, _ = fp32.audio_embeddings(uris, "pengi")
+    b, _ = bf16.audio_embeddings(uris, "pengi")
+    for x, y in zip(a, b):
+        assert y.dtype == np.float32
+        np.testing.assert_allclose(x, y, atol=0.05)
+    texts, errors = bf16.generate(uris, "this is a sound of")
+    assert not errors and all(isinstance(t, str) for t in texts)
+
+
 def test_clip_loader_reads_the_audio_store_like_the_decoder(eval_data, tmp_path):
     from pengi.audio_store import AudioStore, build_store
     from pengi.session import ClipLoader

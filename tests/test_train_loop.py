@@ -22,7 +22,7 @@ import torch
 
 from pengi.models.tiny import tiny_params_with_offline_tokenizers
 from pengi.config import TrainConfig
-from pengi.train.loop import list_checkpoints, lr_factor, train
+from pengi.train.loop import build_optimizer, list_checkpoints, lr_factor, lr_scale_of, train
 
 SR = 4000
 CLASSES = ["low hum", "mid tone", "high whistle"]
@@ -126,6 +126,21 @@ def test_lr_schedule():
     assert lr_factor(8, 4, 12, "cosine") == pytest.approx(0.5)
     assert lr_factor(11, 4, 12, "constant") == 1.0
     assert lr_factor(0, 0, 10, "linear") == 1.0
+
+
+def test_lr_scales_make_one_group_per_multiplier():
+    net = torch.nn.ModuleDict({"audio_encoder": torch.nn.Linear(2, 2), "audio_encoder2": torch.nn.Linear(2, 2),
+                               "m1": torch.nn.Linear(2, 2)})  # fmt: skip
+    named = list(net.named_parameters())
+    scales = {"audio_encoder": 0.1, "m1": 3.0}
+    assert lr_scale_of("model.audio_encoder.htsat.w", scales) == 0.1
+    assert lr_scale_of("audio_encoder2.weight", scales) == 1.0  # whole components only
+    assert lr_scale_of("x.audio_encoder.m1.w", {"audio_encoder": 0.1, "audio_encoder.m1": 2.0}) == 2.0  # longest
+    opt = build_optimizer(named, TrainConfig(lr=1e-3, lr_scales=scales), torch.device("cpu"))
+    got = {round(g["lr"], 9): sum(p.numel() for p in g["params"]) for g in opt.param_groups}
+    assert got == {1e-4: 6, 1e-3: 6, 3e-3: 6}
+    with pytest.raises(ValueError, match="m2"):
+        build_optimizer(named, TrainConfig(lr_scales={"m2": 2.0}), torch.device("cpu"))
 
 
 @pytest.mark.slow
@@ -281,7 +296,9 @@ def test_train_pengi_tiny_real(toy_data, tmp_path):
 
     cfg = tiny_config(text_train_in_clap=False, max_steps=2)  # CLAP with cached text features
     train_clap(cfg, toy_data, toy_data / "store", tmp_path / "clap", device="cpu")
-    cfg = tiny_config(text_train_in_clap=False, max_steps=4)
+    # the embedded default's options: per-sample loss, length-grouped batches, a slower audio tower
+    cfg = tiny_config(text_train_in_clap=False, max_steps=4, loss_reduction="sample", group_by_length=True,
+                      lr_scales={"audio_encoder": 0.1})  # fmt: skip
     result = train_pengi(cfg, toy_data, toy_data / "store", tmp_path / "clap" / "model", tmp_path / "pengi", device="cpu")
     assert result["steps"] == 4 and np.isfinite(result["val_loss"])
     first = outputs(tmp_path / "pengi")
@@ -307,6 +324,19 @@ def test_train_pengi_tiny_real(toy_data, tmp_path):
         shutil.rmtree(p)
     train_pengi(cfg, toy_data, toy_data / "store", tmp_path / "clap" / "model", tmp_path / "pengi", device="cpu")
     assert outputs(tmp_path / "pengi") == first
+
+
+def test_per_sample_loss_weighs_every_target_equally():
+    from pengi.train.pengi import per_sample_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=g)
+    labels = torch.tensor([[1, 2, 3, 4, 5], [6, -100, -100, -100, -100]])  # 5 tokens vs 1 token
+    got = per_sample_loss(logits, labels)
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(got[0], ce(logits[0], labels[0])) and torch.allclose(got[1], ce(logits[1, :1], labels[1, :1]))
+    token_mean = ce(logits.reshape(-1, 7), labels.reshape(-1), ignore_index=-100)
+    assert not torch.allclose(got.mean(), token_mean)  # the one-token target counts 1/2, not 1/6
 
 
 def test_contrastive_loss_is_the_symmetric_cross_entropy():

@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", help="describe: the prompt; classify: the prompt (default 'this is a sound of')")
     parser.add_argument("--labels", nargs="+", help="classify: candidate labels (space- or comma-separated)")
     parser.add_argument("--method", choices=("text", "loglik"), help="classify: text matching or log-likelihood")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"),
+        help="bf16 autocast where the device has native bf16 (default: evaluate.precision)",
+    )  # fmt: skip
     parser.add_argument("--format", choices=("json", "csv"), default="json", help="output format")
     parser.add_argument("--out", help="output file (default: stdout)")
     parser.add_argument("--skip-errors", action="store_true", help="exit 0 even when some audio cannot be read")
@@ -100,7 +104,7 @@ def _labels(values: list[str] | None) -> list[str]:
     return labels
 
 
-def _settings(args: argparse.Namespace) -> dict[str, int]:
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
     from pengi.config import EvaluateConfig, load_config
 
     ev = load_config(args.params).evaluate if args.params else EvaluateConfig()
@@ -109,6 +113,7 @@ def _settings(args: argparse.Namespace) -> dict[str, int]:
         "beam_size": args.beam_size or ev.beam_size,
         "max_new_tokens": args.max_new_tokens or ev.max_new_tokens,
         "method": args.method or ev.classification_method,
+        "precision": args.precision or ev.precision,
     }
 
 
@@ -127,6 +132,7 @@ def run_command(args: argparse.Namespace) -> list[dict[str, Any]]:
     session = PengiSession.from_pretrained(
         args.model, args.clap, batch_size=s["batch_size"], beam_size=s["beam_size"],
         max_new_tokens=s["max_new_tokens"], device=args.device, progress=not args.no_progress,
+        precision=s["precision"],
     )  # fmt: skip
     if command == "caption":
         return session.caption(paths)

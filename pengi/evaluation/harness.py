@@ -491,7 +491,7 @@ def open_session(
     ev = cfg.evaluate
     return PengiSession.from_pretrained(
         model_dir, clap_dir, batch_size=ev.batch_size, beam_size=ev.beam_size, max_new_tokens=ev.max_new_tokens,
-        store=store, crop_mode=ev.crop, device=device, progress=progress,
+        store=store, crop_mode=ev.crop, device=device, progress=progress, precision=ev.precision,
     )  # fmt: skip
 
 

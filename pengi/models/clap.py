@@ -37,8 +37,10 @@ class AudioEncoder(nn.Module):
 
     def encode(self, wave: torch.Tensor) -> HTSATOutput:
         """HTSAT outputs (embedding, tokens, TS-CAM clipwise) for a waveform batch."""
-        with torch.no_grad():  # nothing to train before bn0
-            logmel = self.frontend(wave)  # (B, frames, n_mels)
+        # Nothing to train before bn0; and the log-mel is computed in fp32 even under bf16
+        # autocast (a bf16 mel matmul loses ~3 significant digits of power before the log).
+        with torch.no_grad(), torch.autocast(wave.device.type, enabled=False):
+            logmel = self.frontend(wave.float())  # (B, frames, n_mels)
         return self.htsat(logmel)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:

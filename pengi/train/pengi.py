@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from pengi.config import Config, flatten
-from pengi.data import Collator, TripleDataset
+from pengi.data import IGNORE_INDEX, Collator, TripleDataset
 from pengi.train.clap import TextTokenizer
 from pengi.train.common import data_fingerprint, open_stage_data, write_data_report
 from pengi.train.loop import Tracker, set_cpu_threads, train, unwrap
@@ -33,18 +34,32 @@ SAMPLE_COUNT = 8  # validation clips captioned into samples.json
 
 
 class PengiTrainStep(nn.Module):
-    """Pengi plus the prompt-feature cache; ``forward(batch) -> loss`` (so DDP sees one forward)."""
+    """Pengi plus the prompt-feature cache; ``forward(batch) -> loss`` (so DDP sees one forward).
 
-    def __init__(self, model: nn.Module, prompt_features: torch.Tensor):
+    ``loss_reduction``: ``"token"`` is the model's loss (mean over the batch's target tokens);
+    ``"sample"`` is the mean over samples of each sample's mean token loss.
+    """
+
+    def __init__(self, model: nn.Module, prompt_features: torch.Tensor, loss_reduction: str = "token"):
         super().__init__()
         self.model = model
+        self.loss_reduction = loss_reduction
         self.register_buffer("prompt_features", prompt_features, persistent=False)  # (P, ...)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         feats = self.prompt_features[batch["prompt_index"]]  # (B, F) or (B, L, D)
         wave = batch["audio"].float()  # (B, S); the loader may ship float16
         out = self.model(wave, batch["input_ids"], batch["attention_mask"], prompt_features=feats)
-        return out.loss
+        if self.loss_reduction == "token":
+            return out.loss
+        return per_sample_loss(out.logits, out.labels).mean()
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(B, Lt, V)`` logits, ``(B, Lt)`` labels (-100 = no loss) -> ``(B,)`` mean token loss."""
+    tok = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    counts = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)  # (B,)
+    return tok.sum(dim=1) / counts  # (B,)
 
 
 def pengi_step(net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -96,19 +111,25 @@ def train_pengi(
     torch.manual_seed(tc.seed)  # the random initialisation of the mappers
     model = build_pengi(cfg)
     model.load_clap_encoders(CLAP.from_pretrained(clap_checkpoint))
+    run_device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.lm.use_attention_for(run_device)
     prompts = sorted(set(data.train.unique_prompts()) | set(data.val.unique_prompts() if data.val else []))
     log.info("caching the frozen text encoder's features of %d distinct prompts", len(prompts))
     model.eval()
     cache = encode_prompt_cache(model, cfg, prompts)
-    step_model = PengiTrainStep(model, cache)
+    step_model = PengiTrainStep(model, cache, tc.loss_reduction)
     lm_tokenizer = load_lm_tokenizer(cfg.model.lm)
     collate = Collator(lm_tokenizer, cfg.model.target_max_tokens, prompt_vocab=prompts)
     # float16 audio from the loader (the stored samples; upcast on the device in the step)
     train_ds = TripleDataset(data.train, data.store, data.clip_samples, train=True, seed=tc.seed, audio_dtype=np.float16)
     val_ds = TripleDataset(data.val, data.store, data.clip_samples, False, audio_dtype=np.float16) if data.val else None
+    lengths = None
+    if tc.group_by_length:  # the LM's cost of a sample grows with its target's token count
+        targets = data.train.columns["target"]
+        lengths = [len(ids) for ids in lm_tokenizer(targets, add_special_tokens=False)["input_ids"]]
     result = train(
         step_model, pengi_step, train_ds, val_ds, collate, tc, out_dir, tracker,
-        run_config={**flatten(cfg), **data_fingerprint(triples_dir, store_dir)}, device=device,
+        run_config={**flatten(cfg), **data_fingerprint(triples_dir, store_dir)}, device=device, lengths=lengths,
     )  # fmt: skip
     model_dir = Path(out_dir) / "model"
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
