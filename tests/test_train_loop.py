@@ -326,6 +326,22 @@ def test_train_pengi_tiny_real(toy_data, tmp_path):
     assert outputs(tmp_path / "pengi") == first
 
 
+def test_fingerprint_covers_the_starting_model(tmp_path):
+    """A Pengi run must not resume onto a retrained CLAP: its weights are in the fingerprint."""
+    from pengi.train.common import data_fingerprint
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "train.parquet").write_bytes(b"rows")
+    clap = tmp_path / "clap"
+    clap.mkdir()
+    (clap / "model.safetensors").write_bytes(b"weights 1")
+    first = data_fingerprint(tmp_path / "t", tmp_path / "store", clap)
+    assert set(first) == {"_data.train_triples_md5", "_data.init_model_model_md5"}
+    (clap / "model.safetensors").write_bytes(b"weights 2")
+    assert data_fingerprint(tmp_path / "t", tmp_path / "store", clap) != first
+    assert data_fingerprint(tmp_path / "t", tmp_path / "store") == {"_data.train_triples_md5": first["_data.train_triples_md5"]}
+
+
 def test_per_sample_loss_weighs_every_target_equally():
     from pengi.train.pengi import per_sample_loss
 

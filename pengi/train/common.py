@@ -45,15 +45,21 @@ def open_stage_data(cfg: Config, train_cfg: TrainConfig, triples_dir: str | Path
     return StageData(store, train, val, int(round(cfg.audio.sample_rate * cfg.audio.clip_seconds)))
 
 
-def data_fingerprint(triples_dir: str | Path, store_dir: str | Path) -> dict[str, str]:
-    """MD5s of the triples and the store index: stored with checkpoints so that a run never
-    resumes onto different data (DVC persists the checkpoints across a changed input)."""
+def data_fingerprint(
+    triples_dir: str | Path, store_dir: str | Path, init_model: str | Path | None = None
+) -> dict[str, str]:
+    """MD5s of the triples, the store index and (Pengi) the CLAP weights it starts from: stored
+    with checkpoints so that a run never resumes onto different data or a different starting
+    model (DVC persists the checkpoints across a changed input)."""
     out = {}
-    for name, path in (
+    paths = [
         ("train_triples", Path(triples_dir) / "train.parquet"),
         ("val_triples", Path(triples_dir) / "val.parquet"),
         ("audio_index", Path(store_dir) / INDEX_NAME),
-    ):
+    ]
+    if init_model is not None:
+        paths += [(f"init_model_{p.stem}", p) for p in sorted(Path(init_model).glob("*.safetensors"))]
+    for name, path in paths:
         if path.exists():
             out[f"_data.{name}_md5"] = hashlib.md5(path.read_bytes()).hexdigest()
     return out

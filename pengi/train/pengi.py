@@ -129,7 +129,8 @@ def train_pengi(
         lengths = [len(ids) for ids in lm_tokenizer(targets, add_special_tokens=False)["input_ids"]]
     result = train(
         step_model, pengi_step, train_ds, val_ds, collate, tc, out_dir, tracker,
-        run_config={**flatten(cfg), **data_fingerprint(triples_dir, store_dir)}, device=device, lengths=lengths,
+        run_config={**flatten(cfg), **data_fingerprint(triples_dir, store_dir, clap_checkpoint)},
+        device=device, lengths=lengths,
     )  # fmt: skip
     model_dir = Path(out_dir) / "model"
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
