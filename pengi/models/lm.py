@@ -137,8 +137,9 @@ class LanguageModel(nn.Module):
     def use_attention_for(self, device: torch.device | str) -> None:
         """Pick the attention kernel for ``device``: PyTorch SDPA on CUDA (flash/efficient
         kernels); the plain matmul ("eager") implementation on CPU, where SDPA's flash kernel is
-        slower for Pengi's short sequences (forward + backward of SmolLM2 over 8 x 40 positions:
-        0.37 s eager vs 0.49 s SDPA on 2 cores, bf16 autocast). Both compute the same attention."""
+        slower for Pengi's short sequences (forward + backward of SmolLM2 over 8 x 40 positions
+        under bf16 autocast: 0.34 s eager vs 0.44 s SDPA on 2 cores, ``bench/lm_precision.py``).
+        Both compute the same attention."""
         impl = "sdpa" if torch.device(device).type == "cuda" else "eager"
         if getattr(self.model.config, "_attn_implementation", None) != impl:
             self.model.set_attn_implementation(impl)

@@ -11,7 +11,7 @@ loss`` with:
   ``batch_size * grad_accum * world_size``.
 * **precision**: ``cfg.precision == "bf16"`` runs the step under bf16 autocast where the hardware
   computes bf16 natively: CUDA, and CPUs with AVX512-BF16 or AMX (:func:`native_bf16`; measured
-  2.1x faster for the frozen SmolLM2 forward + backward on this project's AVX512-BF16 CPU,
+  2.2x faster for the frozen SmolLM2 forward + backward on this project's AVX512-BF16 CPU,
   :mod:`pengi.precision`). Elsewhere (older CPUs emulate bf16 and get slower) it trains in fp32
   and logs it. Parameters, gradients and optimizer state stay fp32 in every case.
 * **optimizer**: Adam (as ``AdamW`` with ``cfg.weight_decay``, which is Adam at 0, the paper's
