@@ -4,7 +4,7 @@ bf16 autocast is used only where the hardware computes bf16 natively: CUDA devic
 whose oneDNN has bf16 kernels (AVX512-BF16 or AMX). On this project's AVX512-BF16 CPU the frozen
 SmolLM2 forward + backward of a Pengi step runs 2.2-2.3x faster under bf16 autocast than in fp32
 with SDPA attention, 2.8-3.3x with the eager kernel (``bench/lm_precision.py``, bench/RESULTS.md
-section 5); older CPUs emulate bf16 and get slower, so they stay in fp32.
+section 3b); older CPUs emulate bf16 and get slower, so they stay in fp32.
 """
 
 from __future__ import annotations
