@@ -194,14 +194,17 @@ class PengiSession:
 
     @torch.no_grad()
     def prompt_features(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Frozen text-encoder features of each prompt ``(B, F)``, computed once per distinct prompt."""
+        """Frozen features of each prompt, computed once per distinct prompt: ``(B, F)`` from a
+        text encoder, or ``(B, L, D)`` LM token embeddings (``text.kind == "lm_embed"``)."""
         model = self.require_model()
-        if model.text_encoder is None:
-            raise NotImplementedError("text.kind 'lm_embed' (no text encoder) is not supported for inference yet")
         new = sorted({p for p in prompts if p not in self._prompt_cache})
         for i in range(0, len(new), 256):
             chunk = new[i : i + 256]
-            feats = model.encode_prompt_features(*self._text_tokenize(model, chunk))  # (b, F)
+            if model.text_encoder is None:  # lm_embed: LM tokens embedded by the LM, (b, L, D)
+                ids, mask = model.tokenize_prompts(chunk, lm_tokenizer=self.lm_tokenizer)
+                feats = model.encode_prompt_features(ids.to(self.device), mask.to(self.device))
+            else:
+                feats = model.encode_prompt_features(*self._text_tokenize(model, chunk))  # (b, F)
             self._prompt_cache.update(zip(chunk, feats))
         return torch.stack([self._prompt_cache[p] for p in prompts])
 
@@ -378,10 +381,11 @@ class PengiSession:
                 raise ValueError("no CLAP model loaded (pass --clap / clap_dir)")
             encode = self.clap.audio_embed
         else:
-            encode = lambda w: l2_normalize(self.require_model().audio_embedding(w))  # noqa: E731
+            encode = self.require_model().audio_embedding
 
         def run(idx: list[int], waves: torch.Tensor) -> list[np.ndarray]:
-            return list(encode(waves.to(self.device)).float().cpu().numpy())  # (b, d)
+            # unit norm in fp32 (under bf16 autocast a bf16 division leaves norms 1 +- 1e-3)
+            return list(l2_normalize(encode(waves.to(self.device)).float()).cpu().numpy())  # (b, d)
 
         return self.map_clips(uris, run, f"embed ({source})")
 

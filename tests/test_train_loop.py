@@ -355,6 +355,39 @@ def test_per_sample_loss_weighs_every_target_equally():
     assert not torch.allclose(got.mean(), token_mean)  # the one-token target counts 1/2, not 1/6
 
 
+@pytest.mark.slow
+def test_train_pengi_with_lm_embedded_prompts(toy_data, tmp_path):
+    """``text.kind: lm_embed`` (the authors' base_no_text_enc): Pengi trains from a CLAP's audio
+    tower with prompts embedded by the frozen LM, and a session generates with it."""
+    import copy
+
+    from pengi.config import from_dict
+    from pengi.models.lm import load_lm_tokenizer, tokenize_lm_prompts
+    from pengi.session import PengiSession
+    from pengi.train.clap import train_clap
+    from pengi.train.pengi import train_pengi
+
+    # CLAP needs a text encoder: it is trained with one, Pengi takes only its audio tower
+    train_clap(tiny_config(text_train_in_clap=False, max_steps=2), toy_data, toy_data / "store", tmp_path / "clap",
+               device="cpu")  # fmt: skip
+    params = copy.deepcopy(TINY)
+    params["model"]["text"] = {"kind": "lm_embed", "name": "smollm2", "max_length": 8}
+    section = {"epochs": 1, "batch_size": 4, "warmup_steps": 1, "num_workers": 0, "checkpoint_every": 2,
+               "val_every": 2, "log_every": 1, "lr": 1e-3, "max_steps": 2}  # fmt: skip
+    cfg = from_dict({**params, "train_clap": section, "train_pengi": section})
+    result = train_pengi(cfg, toy_data, toy_data / "store", tmp_path / "clap" / "model", tmp_path / "pengi", device="cpu")
+    assert result["steps"] == 2 and np.isfinite(result["val_loss"])
+    tok = load_lm_tokenizer(cfg.model.lm)
+    ids, mask = tokenize_lm_prompts(tok, ["this is a sound of", "a much longer prompt than eight tokens can ever hold"], 8)
+    bang = tok("!", add_special_tokens=False)["input_ids"][0]
+    assert ids.shape == (2, 8) and mask[1].all() and ids[0, mask[0].sum():].eq(bang).all()
+    assert tok.decode(ids[0, : mask[0].sum()]) == f"this is a sound of {tok.eos_token}"
+    session = PengiSession.from_pretrained(tmp_path / "pengi" / "model", beam_size=2, max_new_tokens=3)
+    texts, errors = session.generate([str(toy_data / "0.wav"), str(toy_data / "1.wav")], "this is a sound of")
+    assert not errors and all(isinstance(t, str) for t in texts)
+    assert session.prompt_features(["this is a sound of"]).shape == (1, 8, session.model.lm.hidden_size)
+
+
 def test_contrastive_loss_is_the_symmetric_cross_entropy():
     from pengi.train.clap import contrastive_loss
 

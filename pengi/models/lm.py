@@ -110,6 +110,29 @@ def load_lm_tokenizer(cfg: LMConfig):
     return tok
 
 
+def tokenize_lm_prompts(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts for ``text.kind == "lm_embed"`` (the authors' ``base_no_text_enc``): each text plus
+    ``" " + eos`` (``' <|endoftext|>'`` for GPT-2), tokenized by the LM's tokenizer without other
+    special tokens, cut to ``max_length`` and right-padded with the token ``"!"`` (id 0 in GPT-2,
+    what the reference pads with) to exactly ``max_length``.
+
+    Returns:
+        ``(ids, mask)``, both ``(B, max_length)``; ``mask`` is 1 on real tokens. The reference's
+        mapper reads all ``max_length`` positions, pads included, so the model ignores the mask.
+    """
+    pad_ids = tokenizer("!", add_special_tokens=False)["input_ids"]
+    if len(pad_ids) != 1:
+        raise ValueError(f"the LM tokenizer splits '!' into {len(pad_ids)} tokens: no single pad token")
+    eos = tokenizer.eos_token or ""
+    ids = torch.full((len(texts), max_length), pad_ids[0], dtype=torch.long)  # (B, L)
+    mask = torch.zeros((len(texts), max_length), dtype=torch.long)
+    for row, text in enumerate(texts):
+        toks = tokenizer(f"{text} {eos}", add_special_tokens=False)["input_ids"][:max_length]
+        ids[row, : len(toks)] = torch.tensor(toks, dtype=torch.long)
+        mask[row, : len(toks)] = 1
+    return ids, mask
+
+
 class LanguageModel(nn.Module):
     """A frozen HF causal LM fed ``inputs_embeds``.
 

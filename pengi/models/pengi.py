@@ -90,6 +90,20 @@ class Pengi(PretrainedMixin, nn.Module):
             return self.lm.embed_tokens(prompt_ids)
         return self.text_encoder.encode_features(prompt_ids, prompt_mask)
 
+    def tokenize_prompts(self, texts: list[str], text_tokenizer=None, lm_tokenizer=None):
+        """``(ids, mask)`` of prompts for :meth:`encode_prompt_features`: the text encoder's
+        tokenizer, or for ``text.kind == "lm_embed"`` the LM's (:func:`tokenize_lm_prompts`)."""
+        from pengi.models.lm import tokenize_lm_prompts
+        from pengi.models.text import tokenize_prompts
+
+        if self.text_encoder is None:
+            if lm_tokenizer is None:
+                raise ValueError("text.kind 'lm_embed' tokenizes prompts with the LM's tokenizer: pass lm_tokenizer")
+            return tokenize_lm_prompts(lm_tokenizer, texts, self.config.text.max_length)
+        if text_tokenizer is None:
+            raise ValueError("pass the text encoder's tokenizer (text_tokenizer)")
+        return tokenize_prompts(text_tokenizer, texts, self.config.text)
+
     def prompt_embedding(self, prompt_features: torch.Tensor) -> torch.Tensor:
         """Frozen features -> what m2 maps: ``(B, d_proj)`` (not normalised), or the LM sequence."""
         if self.text_encoder is None:

@@ -47,7 +47,7 @@ class PengiTrainStep(nn.Module):
         self.register_buffer("prompt_features", prompt_features, persistent=False)  # (P, ...)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        feats = self.prompt_features[batch["prompt_index"]]  # (B, F) or (B, L, D)
+        feats = cached_prompt_features(self.model, self.prompt_features[batch["prompt_index"]])  # (B, F) / (B, L, D)
         wave = batch["audio"].float()  # (B, S); the loader may ship float16
         out = self.model(wave, batch["input_ids"], batch["attention_mask"], prompt_features=feats)
         if self.loss_reduction == "token":
@@ -68,20 +68,31 @@ def pengi_step(net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_prompt_cache(model: nn.Module, cfg: Config, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
-    """Frozen text-encoder features of every prompt, in order: (P, F).
+    """What the frozen prompt path gives for every prompt, in order.
 
-    Raises:
-        NotImplementedError: ``text.kind == "lm_embed"`` (no text encoder to cache; its prompt
-            path is not wired into training yet).
+    Text encoders: their pooled features ``(P, F)``. ``text.kind == "lm_embed"``: the LM token
+    ids ``(P, L)`` (int64), embedded per batch by the frozen LM (:func:`cached_prompt_features`):
+    ``P x L x D`` floats would not fit for datasets with tens of thousands of distinct questions.
     """
     if cfg.model.text.kind == "lm_embed":
-        raise NotImplementedError("train-pengi supports text encoders (kind clip/bert_mean/gpt2_last), not lm_embed")
+        from pengi.models.lm import load_lm_tokenizer
+
+        ids, _ = model.tokenize_prompts(prompts, lm_tokenizer=load_lm_tokenizer(cfg.model.lm))
+        return ids  # (P, L)
     tokenize = TextTokenizer(cfg.model.text)
     chunks = []
     for i in range(0, len(prompts), batch_size):
         enc = tokenize(prompts[i : i + batch_size])
         chunks.append(model.encode_prompt_features(enc["input_ids"], enc["attention_mask"]))  # (b, F)
     return torch.cat(chunks).detach()
+
+
+def cached_prompt_features(model: nn.Module, cached: torch.Tensor) -> torch.Tensor:
+    """Rows of :func:`encode_prompt_cache` -> ``prompt_features`` for the model: features as
+    they are, LM token ids embedded by the frozen LM ``(B, L, D)``."""
+    if cached.dtype == torch.long:
+        return model.encode_prompt_features(cached, None)
+    return cached
 
 
 def train_pengi(
@@ -177,8 +188,8 @@ def write_samples(
     model.eval()
     batch = collate([val_ds[i] for i in sample_indices(val_ds.triples.columns["task"], SAMPLE_COUNT)])
     device = next(model.parameters()).device
-    feats = prompt_features[batch["prompt_index"].to(prompt_features.device)]
-    prefix = model.prefix(batch["audio"].to(device).float(), prompt_features=feats.to(device))  # (B, P, D)
+    feats = cached_prompt_features(model, prompt_features[batch["prompt_index"].to(prompt_features.device)].to(device))
+    prefix = model.prefix(batch["audio"].to(device).float(), prompt_features=feats)  # (B, P, D)
     gen = generate(
         model.lm.model, prefix, tokenizer, method="greedy", max_new_tokens=max_new_tokens,
         stop_token_ids=tokenizer.eos_token_id,
