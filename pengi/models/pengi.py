@@ -41,6 +41,13 @@ class PengiOutput:
     lm_logits: torch.Tensor | None = None  # (B, L, V) over the whole LM input, with full_logits=True
 
 
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(B, Lt, V)`` logits, ``(B, Lt)`` labels (-100 = no loss) -> ``(B,)`` mean token loss."""
+    tok = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    counts = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)  # (B,)
+    return tok.sum(dim=1) / counts  # (B,)
+
+
 class Pengi(PretrainedMixin, nn.Module):
     """The Pengi model; see the module docstring."""
 
@@ -155,6 +162,7 @@ class Pengi(PretrainedMixin, nn.Module):
         extra_ids: torch.Tensor | None = None,
         extra_mask: torch.Tensor | None = None,
         full_logits: bool = False,
+        loss_reduction: str = "token",
     ) -> PengiOutput:
         """Teacher-forced LM pass and loss.
 
@@ -166,6 +174,9 @@ class Pengi(PretrainedMixin, nn.Module):
             prompt_ids, prompt_mask: (B, Lp) text-encoder tokens; or ``prompt_features``.
             extra_ids, extra_mask: optional (B, Le) additional text (LM tokens, paper appendix A),
                 placed after the prefix, padding anywhere; never in the loss.
+            loss_reduction: ``"token"``: mean over every real target token of the batch (the
+                reference's loss); ``"sample"``: mean over samples of each target's mean token
+                loss (:func:`per_sample_loss`), so a one-word label weighs as much as a caption.
             full_logits: also return the logits of every LM input position (``lm_logits``,
                 what the reference's ``PENGI.forward`` returns). Off by default: only the
                 ``Lt`` positions that predict targets go through the LM head, which at GPT-2
@@ -203,9 +214,12 @@ class Pengi(PretrainedMixin, nn.Module):
             inputs_embeds=inputs, attention_mask=attn, position_ids=positions, logits_to_keep=keep
         ).logits  # (B, L or Lt + 1, V)
         logits = all_logits[:, -(Lt + 1) : -1]  # (B, Lt, V)
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX
-        )
+        if loss_reduction == "sample":
+            loss = per_sample_loss(logits, labels).mean()
+        else:
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX
+            )
         return PengiOutput(
             loss=loss, logits=logits, labels=labels, prefix_length=n_context,
             lm_logits=all_logits if full_logits else None,

@@ -15,7 +15,8 @@ loss`` with:
   :mod:`pengi.precision`). Elsewhere (older CPUs emulate bf16 and get slower) it trains in fp32
   and logs it. Parameters, gradients and optimizer state stay fp32 in every case.
 * **optimizer**: Adam (as ``AdamW`` with ``cfg.weight_decay``, which is Adam at 0, the paper's
-  setting), fused on CUDA, over the parameters that require grad; linear warm-up for
+  setting), fused on CUDA, over the parameters that require grad (one group per
+  ``cfg.lr_scales`` multiplier); linear warm-up for
   ``warmup_steps`` then linear decay to 0 (or cosine/constant).
 * **checkpoints** every ``checkpoint_every`` steps and at the end, written to a temporary
   directory and renamed (atomic), holding the trainable state (safetensors), optimizer,
@@ -183,12 +184,16 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+def _matches(key: str, name: str) -> bool:
+    """Whether ``key`` is a run of whole dotted components of parameter ``name``."""
+    return f".{key}." in f".{name}."
+
+
 def lr_scale_of(name: str, scales: dict[str, float]) -> float:
     """The multiplier of parameter ``name``: the longest key of ``scales`` that is a run of whole
     dotted components of the name (``audio_encoder`` matches ``model.audio_encoder.htsat.x``,
     not ``model.audio_encoder2.x``); 1.0 when none matches."""
-    padded = f".{name}."
-    hits = [k for k in scales if f".{k}." in padded]
+    hits = [k for k in scales if _matches(k, name)]
     return scales[max(hits, key=len)] if hits else 1.0
 
 
@@ -205,7 +210,7 @@ def build_optimizer(
     """
     if not named_params:
         raise ValueError("the model has no trainable parameters")
-    unused = [k for k in cfg.lr_scales if not any(f".{k}." in f".{n}." for n, _ in named_params)]
+    unused = [k for k in cfg.lr_scales if not any(_matches(k, n) for n, _ in named_params)]
     if unused:
         raise ValueError(f"lr_scales keys match no trainable parameter: {unused}")
     groups: dict[float, list[nn.Parameter]] = {}

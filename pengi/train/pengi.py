@@ -4,7 +4,9 @@ Trained: the audio encoder (HTSAT), both projections and the mappers m1/m2. Froz
 encoder and the LM. Because the text encoder is frozen, its output for a prompt never changes:
 the features of every distinct prompt of the train and val triples are computed once before
 training (``encode_prompt_features``) and looked up per batch, so no text encoder runs in the
-training step. The cache is a non-persistent buffer (not in checkpoints: it is rebuilt from
+training step (``text.kind: lm_embed`` caches the prompts' LM token ids instead, embedded per
+batch by the frozen LM). ``train_pengi.loss_reduction: sample`` averages each target's tokens
+before the batch, so short label answers are not outweighed by long captions. The cache is a non-persistent buffer (not in checkpoints: it is rebuilt from
 the frozen encoder and the triples). After training, a few validation clips are captioned
 (greedy) into ``samples.json`` as a quick look at what the model learned.
 """
@@ -19,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from pengi.config import Config, flatten
-from pengi.data import IGNORE_INDEX, Collator, TripleDataset
+from pengi.data import Collator, TripleDataset
+from pengi.models.pengi import per_sample_loss  # noqa: F401 - re-exported: the stage's loss options
 from pengi.train.clap import TextTokenizer
 from pengi.train.common import data_fingerprint, open_stage_data, write_data_report
 from pengi.train.loop import Tracker, set_cpu_threads, train, unwrap
@@ -36,8 +38,7 @@ SAMPLE_COUNT = 8  # validation clips captioned into samples.json
 class PengiTrainStep(nn.Module):
     """Pengi plus the prompt-feature cache; ``forward(batch) -> loss`` (so DDP sees one forward).
 
-    ``loss_reduction``: ``"token"`` is the model's loss (mean over the batch's target tokens);
-    ``"sample"`` is the mean over samples of each sample's mean token loss.
+    ``loss_reduction`` is passed to the model (``"token"`` or ``"sample"``, see ``Pengi.forward``).
     """
 
     def __init__(self, model: nn.Module, prompt_features: torch.Tensor, loss_reduction: str = "token"):
@@ -49,17 +50,10 @@ class PengiTrainStep(nn.Module):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         feats = cached_prompt_features(self.model, self.prompt_features[batch["prompt_index"]])  # (B, F) / (B, L, D)
         wave = batch["audio"].float()  # (B, S); the loader may ship float16
-        out = self.model(wave, batch["input_ids"], batch["attention_mask"], prompt_features=feats)
-        if self.loss_reduction == "token":
-            return out.loss
-        return per_sample_loss(out.logits, out.labels).mean()
-
-
-def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(B, Lt, V)`` logits, ``(B, Lt)`` labels (-100 = no loss) -> ``(B,)`` mean token loss."""
-    tok = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-    counts = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)  # (B,)
-    return tok.sum(dim=1) / counts  # (B,)
+        out = self.model(
+            wave, batch["input_ids"], batch["attention_mask"], prompt_features=feats, loss_reduction=self.loss_reduction
+        )
+        return out.loss
 
 
 def pengi_step(net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
