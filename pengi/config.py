@@ -177,6 +177,9 @@ class ModelConfig:
     mapper: MapperConfig = field(default_factory=MapperConfig)
     d_proj: int = 1024
     target_max_tokens: int = 40
+    # the audio tower also feeds per-band log-mel statistics to its projection
+    # (pengi.models.clap.LogMelStats); not in the paper's encoder
+    logmel_stats: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,13 @@ from pengi.config import LMConfig, TextEncoderConfig, from_dict
 from pengi.models import CLAP, Pengi, build_clap, build_pengi
 from pengi.models.htsat import HTSAT, relative_position_index, shifted_window_mask
 from pengi.models.mapper import MultiHeadAttention
-from pengi.models.tiny import TINY_AUDIO, TINY_HTSAT, TINY_LM, TINY_TEXT, tiny_model_config
+from pengi.models.tiny import (
+    TINY_AUDIO,
+    TINY_HTSAT,
+    TINY_LM,
+    TINY_TEXT,
+    tiny_model_config,
+)
 
 AUDIO = TINY_AUDIO
 SAMPLES = 16000  # 251 frames <= 4 * 64
@@ -310,6 +317,41 @@ def test_pengi_starts_from_clap_encoders():
     for k, v in clap.audio_encoder.state_dict().items():
         assert torch.equal(model.audio_encoder.state_dict()[k], v)
     assert not any(p.requires_grad for p in model.text_encoder.model.parameters())  # frozen again in Pengi
+
+
+def test_logmel_stats_branch_feeds_the_probe_features_to_the_projection():
+    from pengi.models.clap import LogMelStats
+
+    # off (the paper's encoder): no extra module, no extra key, projection reads HTSAT alone
+    plain = build_clap(tiny_config(), AUDIO)
+    assert plain.audio_encoder.stats is None and not any("stats" in k for k in plain.state_dict())
+    assert plain.audio_encoder.projection.linear1.in_features == plain.audio_encoder.htsat.num_features
+    # the statistics: per-band mean, std, std of the frame difference (ddof 0, as the probe's numpy)
+    logmel = torch.zeros(1, 6, 2)
+    logmel[0, :, 0] = 3.0  # a constant band
+    logmel[0, :, 1] = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])  # a flickering band
+    stats = LogMelStats(2).eval()(logmel)[0]  # fresh BatchNorm in eval: identity up to its eps
+    flicker = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+    want = torch.tensor([3.0, 0.0, 0.0, 1.0, 0.0, np.diff(flicker).std()], dtype=torch.float32)  # 1.96
+    torch.testing.assert_close(stats, want, atol=1e-4, rtol=1e-4)
+    # on: the projection reads [HTSAT embedding | 3 * n_mels statistics]; gradients reach both
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config(), logmel_stats=True)
+    clap = build_clap(cfg, AUDIO)
+    enc = clap.audio_encoder
+    wave, prompt, pmask, *_ = batch(B=3)
+    enc.eval()  # (no SpecAugment draw between the two calls)
+    feats = enc.features(wave)
+    assert feats.shape == (3, enc.htsat.num_features + 3 * AUDIO.n_mels)
+    torch.testing.assert_close(feats[:, : enc.htsat.num_features], enc.encode(wave).embedding)
+    enc.train()
+    clap(wave, prompt, pmask).loss.backward()
+    assert enc.stats.norm.weight.grad.abs().sum() > 0 and enc.htsat.patch_embed.proj.weight.grad.abs().sum() > 0
+    # Pengi takes the whole tower from CLAP, running statistics included
+    model = build_pengi(cfg, AUDIO)
+    model.load_clap_encoders(clap)
+    assert torch.equal(model.audio_encoder.stats.norm.running_mean, enc.stats.norm.running_mean)
+    assert enc.stats.norm.running_mean.abs().sum() > 0  # updated by the training-mode forward
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,29 @@ from pengi.models.text import TextEncoder
 log = logging.getLogger(__name__)
 
 
+class LogMelStats(nn.Module):
+    """Per-band log-mel statistics, standardised: ``(B, frames, n_mels) -> (B, 3 * n_mels)``.
+
+    Mean and standard deviation over time of each band and the standard deviation of its
+    frame-to-frame difference (the features of the mean-log-mel probe baseline,
+    :func:`pengi.corpus.probe.logmel_stats`), then a BatchNorm (the probe's standardisation,
+    learned). A small HTSAT trained for minutes on a few thousand clips keeps less of this
+    than a linear probe on the raw statistics does (``bench/RESULTS_learning.md``); with
+    ``model.logmel_stats`` the audio tower feeds them to its projection beside the HTSAT
+    embedding. Not part of the paper's encoder (off in ``configs/paper.yaml``).
+    """
+
+    def __init__(self, n_mels: int) -> None:
+        super().__init__()
+        self.num_features = 3 * n_mels
+        self.norm = nn.BatchNorm1d(self.num_features)
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        diff = logmel[:, 1:] - logmel[:, :-1]
+        stats = torch.cat([logmel.mean(1), logmel.std(1, correction=0), diff.std(1, correction=0)], dim=-1)  # (B, 3 * n_mels)
+        return self.norm(stats)
+
+
 class AudioEncoder(nn.Module):
     """Waveform ``(B, T)`` at ``audio.sample_rate`` -> ``(B, d_proj)`` (not normalised)."""
 
@@ -33,18 +56,33 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.frontend = LogMelFrontEnd(audio_cfg)
         self.htsat = HTSAT(model_cfg.htsat, audio_cfg.n_mels)
-        self.projection = Projection(self.htsat.num_features, model_cfg.d_proj)
+        self.stats = LogMelStats(audio_cfg.n_mels) if model_cfg.logmel_stats else None
+        d_in = self.htsat.num_features + (self.stats.num_features if self.stats is not None else 0)
+        self.projection = Projection(d_in, model_cfg.d_proj)
 
-    def encode(self, wave: torch.Tensor) -> HTSATOutput:
-        """HTSAT outputs (embedding, tokens, TS-CAM clipwise) for a waveform batch."""
+    def logmel(self, wave: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` waveform -> ``(B, frames, n_mels)`` log-mel, always in fp32, no gradient."""
         # Nothing to train before bn0; and the log-mel is computed in fp32 even under bf16
         # autocast (a bf16 mel matmul loses ~3 significant digits of power before the log).
         with torch.no_grad(), torch.autocast(wave.device.type, enabled=False):
-            logmel = self.frontend(wave.float())  # (B, frames, n_mels)
-        return self.htsat(logmel)
+            return self.frontend(wave.float())
+
+    def encode(self, wave: torch.Tensor) -> HTSATOutput:
+        """HTSAT outputs (embedding, tokens, TS-CAM clipwise) for a waveform batch."""
+        return self.htsat(self.logmel(wave))
+
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        """What the projection reads: the HTSAT embedding, and the log-mel statistics when enabled."""
+        logmel = self.logmel(wave)
+        emb = self.htsat(logmel).embedding  # (B, C)
+        if self.stats is None:
+            return emb
+        with torch.autocast(wave.device.type, enabled=False):  # statistics of dB values: fp32
+            stats = self.stats(logmel)
+        return torch.cat([emb, stats.to(emb.dtype)], dim=-1)  # (B, C + 3 * n_mels)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.encode(wave).embedding)  # (B, d_proj)
+        return self.projection(self.features(wave))  # (B, d_proj)
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
