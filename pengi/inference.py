@@ -640,6 +640,25 @@ def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b.T
 
 
+def extract_answer(text: str, answer: str = "{}", *, multilabel: bool = False) -> str:
+    """The class part of a generated ``text`` whose trained form is ``answer`` (``{}`` = class).
+
+    ``extract_answer("this is a sound of music in genre jazz", "this is a sound of music in genre {}")``
+    is ``"jazz"``; ``extract_answer("produced by organ, pitch 62", "pitch {}")`` is ``"62"``. The
+    class runs to the literal text after ``{}``, else to the next comma (single-label) or to the
+    end (multi-label: ``", "``-joined classes). Text that does not match, or ``answer == "{}"``,
+    comes back whole: nothing is dropped.
+    """
+    if answer.count("{}") != 1:
+        raise ValueError(f"an answer template holds exactly one '{{}}': {answer!r}")
+    if answer == "{}":
+        return text
+    before, after = answer.split("{}")
+    end = re.escape(after) if after else ("$" if multilabel else r"(?=,|$)")
+    m = re.search(re.escape(before) + r"(.+?)" + end, text)
+    return m.group(1).strip() if m and m.group(1).strip() else text
+
+
 def text_match_scores(texts: Sequence[str], class_names: Sequence[str], embed_fn: EmbedFn) -> torch.Tensor:
     """Text matching (paper Fig. 3): cosine between output-text and class-name embeddings.
 

@@ -323,18 +323,28 @@ class PengiSession:
         method: Literal["text", "loglik"] = "text",
         prompts: Sequence[str] | str = DEFAULT_CLASSIFY_PROMPT,
         multilabel: bool = False,
+        answer: str = "{}",
+        answer_leads: bool = True,
     ) -> tuple[list[torch.Tensor | None], dict[int, str], list[str | None]]:
         """Per-class scores ``(N,)`` for every clip (paper Fig. 3).
 
         ``text``: generate with the prompt, then cosine between the output and each label
         (:func:`pengi.inference.text_match_scores`; multi-label outputs are split into
         phrases). ``loglik``: log-likelihood of each label after the prefix.
+        ``answer``: the form the model states a class in (``{}`` = the class, see
+        :class:`pengi.tasks.EvalTask`): text matching compares the extracted class part of each
+        output (:func:`pengi.inference.extract_answer`); log-likelihood scores
+        ``answer.format(label)`` when ``answer_leads``, else the bare label.
 
         Returns:
             ``(scores, errors, texts)``: per clip a ``(N,)`` tensor (``None`` on error), errors,
             and the generated texts (``text`` method; ``None`` for ``loglik``).
         """
-        from pengi.inference import class_scores, multilabel_text_match_scores
+        from pengi.inference import (
+            class_scores,
+            extract_answer,
+            multilabel_text_match_scores,
+        )
 
         if not labels:
             raise ValueError("classification needs at least one label")
@@ -344,7 +354,7 @@ class PengiSession:
             ok = [i for i, t in enumerate(texts) if t is not None]
             scores: list[torch.Tensor | None] = [None] * len(uris)
             if ok:
-                good = [texts[i] for i in ok]
+                good = [extract_answer(texts[i], answer, multilabel=multilabel) for i in ok]
                 if multilabel:
                     s = multilabel_text_match_scores(good, list(labels), self.text_embed)
                 else:
@@ -355,10 +365,11 @@ class PengiSession:
         if method != "loglik":
             raise ValueError(f"method must be 'text' or 'loglik', got {method!r}")
         tok = self.lm_tokenizer
+        template = answer if answer_leads else "{}"
 
         def run(idx: list[int], waves: torch.Tensor) -> list[torch.Tensor]:
             prefix = self.prefix(waves, [prompt_list[i] for i in idx])
-            s = class_scores("loglik", list(labels), lm=self.lm, prefix=prefix, tokenizer=tok)  # (b, N)
+            s = class_scores("loglik", list(labels), lm=self.lm, prefix=prefix, tokenizer=tok, template=template)
             return list(s.cpu())
 
         scores, errors = self.map_clips(uris, run, "loglik")
@@ -437,10 +448,15 @@ class PengiSession:
         labels: Sequence[str],
         method: Literal["text", "loglik"] = "text",
         prompt: str = DEFAULT_CLASSIFY_PROMPT,
+        answer: str = "{}",
     ) -> list[dict]:
-        """Zero-shot classification: ``label`` (best), ``scores`` (label -> score), ``text`` (``text`` method)."""
+        """Zero-shot classification: ``label`` (best), ``scores`` (label -> score), ``text`` (``text`` method).
+
+        ``answer``: the form the model states a label in (``{}`` = the label), as in
+        :meth:`class_scores`.
+        """
         labels = [str(lbl) for lbl in labels]
-        scores, errors, texts = self.class_scores(list(map(str, paths)), labels, method, prompt)
+        scores, errors, texts = self.class_scores(list(map(str, paths)), labels, method, prompt, answer=answer)
         out = []
         for i, p in enumerate(paths):
             if i in errors:

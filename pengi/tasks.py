@@ -129,6 +129,15 @@ class EvalTask:
         num_classes: Table 2 class count, an upper bound checked by the data gate (``None``: open).
         vocabulary: the official class names where they are fixed words; the gate checks
             references against them after :func:`normalise_label` (``()``: not checked).
+        answer: how the trained target (Table 1) states the class, ``{}`` where it goes:
+            ``"{}"`` for a bare label, ``"this is a sound of music in genre {}"`` for genre.
+            Text matching reads the class out of the output with it
+            (:func:`pengi.inference.extract_answer`; the whole output when it does not match),
+            so the words every answer shares do not drown the one that differs; log-likelihood
+            ranking scores each class inside it.
+        answer_leads: the answer starts the target (log-likelihood scores
+            ``answer.format(class)`` right after the prefix). ``False`` for a field in the middle
+            of the target (NSynth pitch): log-likelihood then scores the bare class.
     """
 
     name: str
@@ -141,6 +150,8 @@ class EvalTask:
     eval_splits: tuple[str, ...] | None = ("test",)
     num_classes: int | None = None
     vocabulary: tuple[str, ...] = ()
+    answer: str = "{}"
+    answer_leads: bool = True
 
 
 def normalise_label(label: str) -> str:
@@ -198,18 +209,20 @@ EVAL_TASKS: dict[str, EvalTask] = {
                  eval_splits=None, num_classes=2, vocabulary=("music", "speech")),
         # Genre is asked with the template the genre sources train with (Table 1's music analysis).
         EvalTask("gtzan_genres", "gtzan_genres", "multiclass", "accuracy", TRAIN_PROMPTS[MUSIC_ANALYSIS], "labels",
-                 attr_key="genre",
+                 attr_key="genre", answer="this is a sound of music in genre {}",
                  eval_splits=None, num_classes=10, vocabulary=_GTZAN_GENRES),
         EvalTask("beijing_opera", "beijing_opera", "multiclass", "accuracy", _SOUND, "labels",
                  eval_splits=None, num_classes=4, vocabulary=("bangu", "daluo", "naobo", "xiaoluo")),
+        # The note template answers every NSynth task in one sentence (Table 1's music note).
         EvalTask("nsynth_instrument", "nsynth", "multiclass", "accuracy", _NOTE, "labels",
-                 num_classes=11, vocabulary=_NSYNTH_FAMILIES),
+                 num_classes=11, vocabulary=_NSYNTH_FAMILIES, answer="produced by {}"),
         EvalTask("nsynth_pitch", "nsynth", "multiclass", "accuracy", _NOTE, "attr", attr_key="pitch",
-                 num_classes=128),
+                 num_classes=128, answer="pitch {}", answer_leads=False),
         EvalTask("nsynth_velocity", "nsynth", "multiclass", "accuracy", _NOTE, "attr", attr_key="velocity",
-                 num_classes=128),
+                 num_classes=128, answer="velocity {}", answer_leads=False),
         EvalTask("nsynth_sonic", "nsynth", "multilabel", "map", _NOTE, "attr_list", attr_key="qualities",
-                 num_classes=10, vocabulary=_NSYNTH_QUALITIES),
+                 num_classes=10, vocabulary=_NSYNTH_QUALITIES, answer="having qualities like {}",
+                 answer_leads=False),
         EvalTask("tut2017", "tut2017", "multiclass", "accuracy", "this acoustic scene is", "labels",
                  attr_key="scene", num_classes=15, vocabulary=_TUT2017),
         EvalTask("crema_d", "crema_d", "multiclass", "accuracy", "this emotion is", "labels", attr_key="emotion",

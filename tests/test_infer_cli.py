@@ -98,6 +98,15 @@ def test_ask_describe_classify_text_and_embed(setup, capsys, tmp_path):
     rec = json.loads(out)[0]
     assert rc == 0 and rec["label"] in ("dog", "cat") and isinstance(rec["text"], str)
     assert all(-1.0001 <= v <= 1.0001 for v in rec["scores"].values())  # cosines
+    # log-likelihood scores the label inside the answer form when one is given
+    scores = {}
+    for answer in ("{}", "it is a {}"):
+        rc, out, _ = _cli(["classify", "--model", str(setup["pengi"]), "--labels", "dog,cat", "--method", "loglik",
+                           "--answer", answer, a], capsys)  # fmt: skip
+        assert rc == 0
+        scores[answer] = json.loads(out)[0]["scores"]
+    assert all(v < 0 for s in scores.values() for v in s.values())  # log-probabilities
+    assert scores["it is a {}"]["dog"] < scores["{}"]["dog"]  # more tokens to explain: a lower log-probability
     # embed from a Parquet table with a CLAP folder as the model: unit-norm vectors of d_proj
     table = tmp_path / "t.parquet"
     pl.DataFrame({"audio_uri": [a, str(setup["clips"] / "b.flac"), a]}).write_parquet(table)
@@ -115,6 +124,8 @@ def test_usage_errors_exit_2(setup, capsys):
     assert _cli(["ask", "--model", m, a], capsys)[0] == 2
     assert _cli(["describe", "--model", m, a], capsys)[0] == 2
     assert _cli(["classify", "--model", m, a], capsys)[0] == 2
+    rc, _, err = _cli(["classify", "--model", m, "--labels", "dog", "--answer", "genre", a], capsys)
+    assert rc == 2 and "exactly one '{}'" in err
     rc, _, err = _cli(["caption", "--model", m, str(setup["root"] / "nope.wav")], capsys)
     assert rc == 2 and "no such file" in err
     rc, _, err = _cli(["caption", "--model", str(setup["clap"]), a], capsys)  # a CLAP model cannot caption

@@ -381,3 +381,20 @@ def test_multilabel_text_match_takes_best_phrase():
     assert torch.allclose(sim[1], text_match_scores(["siren"], classes, bag_of_letters)[0])
     whole = text_match_scores(outputs[:1], classes, bag_of_letters)[0]
     assert torch.all(sim[0] >= whole - 1e-6)
+
+
+def test_extract_answer_reads_the_class_part_or_keeps_the_text():
+    from pengi.inference import extract_answer
+
+    assert extract_answer("this is a sound of music in genre jazz", "this is a sound of music in genre {}") == "jazz"
+    assert extract_answer("produced by organ, pitch 62, velocity 100", "pitch {}") == "62"
+    assert extract_answer("produced by organ, pitch 62", "produced by {}") == "organ"
+    assert extract_answer("x, and having qualities like bright, dark", "having qualities like {}", multilabel=True) == (
+        "bright, dark"
+    )
+    assert extract_answer("a scene [beach] here", "[{}]") == "beach"  # literal text after the class
+    assert extract_answer("dog barking", "{}") == "dog barking"
+    assert extract_answer("no template words here", "produced by {}") == "no template words here"
+    assert extract_answer("produced by ", "produced by {}") == "produced by "  # empty class: keep the text
+    with pytest.raises(ValueError, match="exactly one"):
+        extract_answer("x", "genre")

@@ -223,3 +223,33 @@ def test_render_refuses_to_run_after_a_failed_gate(tmp_path):
     assert not (tmp_path / "triples").exists()
     gate.write_text(json.dumps({"passed": True}))
     assert main(args) == 0
+
+
+def test_eval_answer_forms_read_the_class_back_from_rendered_targets(tmp_path):
+    """Every evaluation task's ``answer`` form finds its class in the targets the model trains on."""
+    from pengi.inference import extract_answer
+
+    attrs = {"pitch": "60", "velocity": "100", "instrument_source": "acoustic"}
+    notes = frame(tmp_path, [
+        row("nsynth", "n1", labels=["keyboard"], attrs={**attrs, "qualities": "bright,percussive"}),
+        row("nsynth", "n2", labels=["guitar"], attrs=attrs),
+    ], name="notes")  # fmt: skip
+    note_targets = TEMPLATES[T.MUSIC_NOTE](notes).get_column("target").to_list()
+    genres = frame(tmp_path, [row("gtzan_genres", "g1", labels=["jazz"], attrs={"genre": "jazz"})], name="g")
+    genre_target = TEMPLATES[T.MUSIC_ANALYSIS](genres).get_column("target").to_list()[0]
+    want = {
+        "nsynth_instrument": ["keyboard", "guitar"],
+        "nsynth_pitch": ["60", "60"],
+        "nsynth_velocity": ["100", "100"],
+        "nsynth_sonic": ["bright, percussive", note_targets[1]],  # no qualities clause: the whole text
+    }
+    for name, classes in want.items():
+        task = T.EVAL_TASKS[name]
+        got = [extract_answer(t, task.answer, multilabel=task.kind == "multilabel") for t in note_targets]
+        assert got == classes, name
+        # log-likelihood scores answer.format(class) only where the answer starts the target
+        assert task.answer_leads == all(t.startswith(task.answer.split("{}")[0]) for t in note_targets), name
+    task = T.EVAL_TASKS["gtzan_genres"]
+    assert extract_answer(genre_target, task.answer) == "jazz" and genre_target == task.answer.format("jazz")
+    for name in ("esc50", "tut2017", "crema_d"):  # bare-label targets
+        assert T.EVAL_TASKS[name].answer == "{}"

@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", nargs="+", help="classify: candidate labels (space- or comma-separated)")
     parser.add_argument("--method", choices=("text", "loglik"), help="classify: text matching or log-likelihood")
     parser.add_argument(
+        "--answer", default="{}",
+        help="classify: how the model states a label, {} = the label (e.g. 'this is a sound of music in genre {}'):"
+        " text matching reads the label out of the output, log-likelihood scores the label inside it",
+    )  # fmt: skip
+    parser.add_argument(
         "--precision", choices=("fp32", "bf16"),
         help="bf16 autocast where the device has native bf16 (default: evaluate.precision)",
     )  # fmt: skip
@@ -127,6 +132,8 @@ def run_command(args: argparse.Namespace) -> list[dict[str, Any]]:
     if command == "describe" and not (args.prompt or "").strip():
         raise InputError("describe needs --prompt")
     labels = _labels(args.labels) if command == "classify" else []
+    if command == "classify" and args.answer.count("{}") != 1:
+        raise InputError(f"--answer must hold exactly one '{{}}' where the label goes, got {args.answer!r}")
     paths = collect_inputs(args.inputs)
     s = _settings(args)
     session = PengiSession.from_pretrained(
@@ -141,7 +148,7 @@ def run_command(args: argparse.Namespace) -> list[dict[str, Any]]:
     if command == "describe":
         return session.describe(paths, args.prompt)
     if command == "classify":
-        return session.classify(paths, labels, s["method"], args.prompt or DEFAULT_CLASSIFY_PROMPT)
+        return session.classify(paths, labels, s["method"], args.prompt or DEFAULT_CLASSIFY_PROMPT, args.answer)
     if command == "embed":
         return session.embed(paths)
     raise ValueError(f"unknown inference command {command!r}")

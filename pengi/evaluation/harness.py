@@ -256,9 +256,15 @@ class Evaluator:
         method = self.ev.classification_method
         # Candidates as words (``sea_waves`` -> ``sea waves``): what the LM and the text encoder read.
         names = [normalise_label(c) for c in classes]
-        scores, errors, texts = self.session.class_scores(uris, names, method, prompts, multilabel=multilabel)
+        # the form the trained target states the class in (Table 1), e.g. "... in genre {}"
+        task = EVAL_TASKS.get(data.name)
+        answer, leads = (task.answer, task.answer_leads) if task is not None else ("{}", True)
+        scores, errors, texts = self.session.class_scores(
+            uris, names, method, prompts, multilabel=multilabel, answer=answer, answer_leads=leads
+        )
         res = self._base(data, errors)
         res["method"] = method
+        res["answer"] = answer
         ok = [i for i, s in enumerate(scores) if s is not None]
         if not ok:
             raise RuntimeError(f"{data.name}: no clip could be classified ({len(errors)} audio errors)")
