@@ -640,14 +640,14 @@ def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b.T
 
 
-def extract_answer(text: str, answer: str = "{}", *, multilabel: bool = False) -> str:
-    """The class part of a generated ``text`` whose trained form is ``answer`` (``{}`` = class).
+def match_answer(text: str, answer: str = "{}", *, multilabel: bool = False) -> str | None:
+    """The class part of a generated ``text`` whose trained form is ``answer`` (``{}`` = class),
+    or ``None`` when the text does not state one in that form.
 
-    ``extract_answer("this is a sound of music in genre jazz", "this is a sound of music in genre {}")``
-    is ``"jazz"``; ``extract_answer("produced by organ, pitch 62", "pitch {}")`` is ``"62"``. The
+    ``match_answer("this is a sound of music in genre jazz", "this is a sound of music in genre {}")``
+    is ``"jazz"``; ``match_answer("produced by organ, pitch 62", "pitch {}")`` is ``"62"``. The
     class runs to the literal text after ``{}``, else to the next comma (single-label) or to the
-    end (multi-label: ``", "``-joined classes). Text that does not match, or ``answer == "{}"``,
-    comes back whole: nothing is dropped.
+    end (multi-label: ``", "``-joined classes). ``answer == "{}"``: the whole text.
     """
     if answer.count("{}") != 1:
         raise ValueError(f"an answer template holds exactly one '{{}}': {answer!r}")
@@ -656,7 +656,13 @@ def extract_answer(text: str, answer: str = "{}", *, multilabel: bool = False) -
     before, after = answer.split("{}")
     end = re.escape(after) if after else ("$" if multilabel else r"(?=,|$)")
     m = re.search(re.escape(before) + r"(.+?)" + end, text)
-    return m.group(1).strip() if m and m.group(1).strip() else text
+    return m.group(1).strip() if m and m.group(1).strip() else None
+
+
+def extract_answer(text: str, answer: str = "{}", *, multilabel: bool = False) -> str:
+    """:func:`match_answer`, or the whole ``text`` when it does not match: nothing is dropped."""
+    found = match_answer(text, answer, multilabel=multilabel)
+    return text if found is None else found
 
 
 def text_match_scores(texts: Sequence[str], class_names: Sequence[str], embed_fn: EmbedFn) -> torch.Tensor:

@@ -333,7 +333,8 @@ class PengiSession:
         phrases). ``loglik``: log-likelihood of each label after the prefix.
         ``answer``: the form the model states a class in (``{}`` = the class, see
         :class:`pengi.tasks.EvalTask`): text matching compares the extracted class part of each
-        output (:func:`pengi.inference.extract_answer`); log-likelihood scores
+        output (:func:`pengi.inference.extract_answer`; a multi-label output that states no label
+        in the form scores -1 for every class); log-likelihood scores
         ``answer.format(label)`` when ``answer_leads``, else the bare label.
 
         Returns:
@@ -343,6 +344,7 @@ class PengiSession:
         from pengi.inference import (
             class_scores,
             extract_answer,
+            match_answer,
             multilabel_text_match_scores,
         )
 
@@ -354,10 +356,18 @@ class PengiSession:
             ok = [i for i, t in enumerate(texts) if t is not None]
             scores: list[torch.Tensor | None] = [None] * len(uris)
             if ok:
-                good = [extract_answer(texts[i], answer, multilabel=multilabel) for i in ok]
                 if multilabel:
-                    s = multilabel_text_match_scores(good, list(labels), self.text_embed)
+                    # an output that states no label in the answer form asserts none: every
+                    # class gets the lowest cosine (-1) rather than the match of unrelated words
+                    parts = [match_answer(texts[i], answer, multilabel=True) for i in ok]
+                    s = torch.full((len(ok), len(labels)), -1.0)
+                    stated = [r for r, part in enumerate(parts) if part is not None]
+                    if stated:
+                        s[stated] = multilabel_text_match_scores(
+                            [parts[r] for r in stated], list(labels), self.text_embed
+                        ).float()
                 else:
+                    good = [extract_answer(texts[i], answer) for i in ok]
                     s = class_scores("text", list(labels), texts=good, embed_fn=self.text_embed)
                 for row, i in enumerate(ok):
                     scores[i] = s[row]

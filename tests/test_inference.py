@@ -398,3 +398,12 @@ def test_extract_answer_reads_the_class_part_or_keeps_the_text():
     assert extract_answer("produced by ", "produced by {}") == "produced by "  # empty class: keep the text
     with pytest.raises(ValueError, match="exactly one"):
         extract_answer("x", "genre")
+
+
+def test_match_answer_says_when_no_label_is_stated():
+    from pengi.inference import match_answer
+
+    note = "produced by organ, pitch 62, velocity 100, source acoustic"
+    assert match_answer(note, "having qualities like {}", multilabel=True) is None
+    assert match_answer(note + ", and having qualities like dark", "having qualities like {}", multilabel=True) == "dark"
+    assert match_answer("dog", "{}") == "dog"
