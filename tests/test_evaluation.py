@@ -319,7 +319,7 @@ def test_probes_learn_separable_features():
 def test_report_layout_and_flat_metrics():
     results = {
         "esc50": {"kind": "multiclass", "headline": "accuracy", "paper_metric": "accuracy", "items": 4, "failed": 0,
-                  "model": {"accuracy": 0.5}, "probes": {"Pengi L1 probe": {"accuracy": 0.75}},
+                  "method": "text", "answer": "this is a sound of {}", "model": {"accuracy": 0.5}, "probes": {"Pengi L1 probe": {"accuracy": 0.75}},
                   "baselines": {"chance": {"accuracy": 0.25}}, "unavailable": {}, "errors": {}},
         "clotho_captioning": {"kind": "captioning", "headline": "cider_d", "paper_metric": "spider", "items": 2,
                               "failed": 1, "model": {"cider_d": 0.1, "bleu_1": 0.3},
@@ -336,6 +336,8 @@ def test_report_layout_and_flat_metrics():
     assert ("chance", ["0.250", "–"]) in rows and ("constant caption", ["–", "0.050"]) in rows
     md = render_markdown({"tasks": results})
     assert "unavailable: **spice**: no jars" in md and "audio error: `x`" in md
+    assert "method `text`, answer form `this is a sound of {}`." in md
+    assert "esc50.answer" not in flat  # the answer form is text: not a metric
 
 
 @pytest.mark.slow

@@ -109,7 +109,8 @@ def render_markdown(summary: Mapping[str, Any], plots: Sequence[str] = ()) -> st
         lines += [f"## {task}", "",
                   f"Kind `{r['kind']}`, paper metric `{r.get('paper_metric')}`, headline `{r['headline']}`; "
                   f"{r['items']} items, {r['failed']} failed to load"
-                  + (f", method `{r['method']}`" if r.get("method") else "") + ".", ""]  # fmt: skip
+                  + (f", method `{r['method']}`" if r.get("method") else "")
+                  + (f", answer form `{r['answer']}`" if r.get("answer", "{}") != "{}" else "") + ".", ""]  # fmt: skip
         columns = {MODEL_ROW: r["model"], **r.get("probes", {}), **r.get("baselines", {})}
         metrics = list(dict.fromkeys(k for vals in columns.values() for k in _numbers(vals)))
         lines += ["| | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
