@@ -135,6 +135,12 @@ def eval_data(tmp_path_factory) -> Path:
     skipped = {"ravdess": "source 'ravdess' is not configured"}
     (ev / "index.json").write_text(json.dumps({"tasks": {}, "skipped": skipped}))
     write_manifest(rows, root / "manifests" / "fsd50k.parquet")
+    # esc50 also has a train split: its fold probes get train-split probes beside them
+    esc_rows = [
+        dict(source="esc50", clip_id=f"e{i}", split="train", audio_uri=str(wav / f"tr{i}.wav"), labels=lab)
+        for i, lab in enumerate([["dog"], ["cat"], ["rain"], ["dog"], ["rain"], ["cat"]])
+    ]  # fmt: skip
+    write_manifest(esc_rows, root / "manifests" / "esc50.parquet")
     return root
 
 
@@ -161,8 +167,10 @@ def test_harness_runs_every_kind_with_baselines_and_reports(models, eval_data, t
     assert esc["failed"] == 1 and "esc50-7" in esc["errors"] and esc["items"] == 8
     assert 0 <= esc["model"]["accuracy"] <= 1
     assert esc["baselines"]["chance"]["accuracy"] == pytest.approx(1 / 3)
-    assert set(esc["probes"]) == {"Pengi L1 probe", "Pengi L3 probe"}
+    assert set(esc["probes"]) == {"Pengi L1 probe", "Pengi L3 probe", "Pengi L1 probe (train split)"}
     assert esc["probe_protocol"]["split"].startswith("leave-one-fold-out")
+    assert esc["probe_protocol"]["train_split"]["train_items"] == 6  # the source's train rows, beside the folds
+    assert 0 <= esc["baselines"]["log-mel linear probe (train split)"]["accuracy"] <= 1
     assert 0 <= esc["baselines"]["log-mel linear probe"]["accuracy"] <= 1
     m = np.array(esc["confusion"]["matrix"])
     assert m.shape == (3, 3) and m.sum() == 7  # 7 readable clips

@@ -361,43 +361,57 @@ class Evaluator:
             uris, targets = [uris[k] for k in keep], [targets[k] for k in keep]
         return (uris, targets, outside), None
 
+    def _train_split_probe_data(self, train, uris, index, multilabel, emb_test, mel_test, y_test):
+        """Train-split -> evaluation-set probe splits ``(emb_splits, mel_splits, protocol)``."""
+        t_uris, t_targets, outside = train
+        test_set = set(uris)
+        keep = [k for k, u in enumerate(t_uris) if u not in test_set]
+        overlap = len(t_uris) - len(keep)
+        t_uris, t_targets = [t_uris[k] for k in keep], [t_targets[k] for k in keep]
+        ok_tr, emb_tr, mel_tr = self._features_for(t_uris)
+        if multilabel:
+            y_tr = np.zeros((len(ok_tr), len(index)), dtype=int)
+            for row, i in enumerate(ok_tr):
+                y_tr[row, [index[c] for c in t_targets[i]]] = 1
+        else:
+            y_tr = np.array([t_targets[i] for i in ok_tr])
+        protocol = {"split": "train -> eval set", "train_items": len(ok_tr),
+                    "train_items_outside_class_list": outside,
+                    "train_items_also_in_eval_set": overlap,
+                    "train_items_failed": len(t_uris) - len(ok_tr)}  # fmt: skip
+        if len(ok_tr) < 2:
+            return [], [], protocol
+        return [P.ProbeSplit(emb_tr, y_tr, emb_test, y_test)], [P.ProbeSplit(mel_tr, y_tr, mel_test, y_test)], protocol
+
     def _probes(self, data: EvalData, res: dict, uris: list[str], y_test: Any, folds: list[Any], index: dict) -> None:
         """L1/L3 probes and the log-mel probe. Protocol: the official folds when the set has
         them (leave-one-fold-out, as ESC-50 and UrbanSound8K prescribe), else train on the
-        source's train split (clips that are also in the evaluation set are left out)."""
+        source's train split (clips that are also in the evaluation set are left out).
+
+        With folds, the probes are *also* trained on the source's train split when it has one
+        (rows suffixed ``(train split)``): that is what Pengi learns from, and where the test
+        clips hold a factor the train split lacks, the fold probe sees it and Pengi cannot."""
         multilabel = data.kind == "multilabel"
         ok_test, emb_test, mel_test = self._features_for(uris)
         y_test = y_test[ok_test]
         splits_emb: list[P.ProbeSplit] = []
         splits_mel: list[P.ProbeSplit] = []
+        also_train: tuple[list, list, dict] | None = None
         fold_ids = [folds[i] for i in ok_test]
         if fold_ids and all(f is not None for f in fold_ids) and len(set(fold_ids)) >= 2:
             splits_emb = P.fold_splits(emb_test, y_test, fold_ids)
             splits_mel = P.fold_splits(mel_test, y_test, fold_ids)
             res["probe_protocol"] = {"split": "leave-one-fold-out on the eval set", "folds": len(set(fold_ids))}
+            train, reason = self._probe_train(data, index, multilabel)
+            if train is not None:
+                also_train = self._train_split_probe_data(train, uris, index, multilabel, emb_test, mel_test, y_test)
             train, reason = None, None
         else:
             train, reason = self._probe_train(data, index, multilabel)
         if train is not None:
-            t_uris, t_targets, outside = train
-            test_set = set(uris)
-            keep = [k for k, u in enumerate(t_uris) if u not in test_set]
-            overlap = len(t_uris) - len(keep)
-            t_uris, t_targets = [t_uris[k] for k in keep], [t_targets[k] for k in keep]
-            ok_tr, emb_tr, mel_tr = self._features_for(t_uris)
-            if multilabel:
-                y_tr = np.zeros((len(ok_tr), len(index)), dtype=int)
-                for row, i in enumerate(ok_tr):
-                    y_tr[row, [index[c] for c in t_targets[i]]] = 1
-            else:
-                y_tr = np.array([t_targets[i] for i in ok_tr])
-            res["probe_protocol"] = {"split": "train -> eval set", "train_items": len(ok_tr),
-                                     "train_items_outside_class_list": outside,
-                                     "train_items_also_in_eval_set": overlap,
-                                     "train_items_failed": len(t_uris) - len(ok_tr)}  # fmt: skip
-            if len(ok_tr) >= 2:
-                splits_emb = [P.ProbeSplit(emb_tr, y_tr, emb_test, y_test)]
-                splits_mel = [P.ProbeSplit(mel_tr, y_tr, mel_test, y_test)]
+            splits_emb, splits_mel, res["probe_protocol"] = self._train_split_probe_data(
+                train, uris, index, multilabel, emb_test, mel_test, y_test
+            )
         if not splits_emb:
             why = reason or "fewer than 2 usable training clips"
             res["unavailable"]["probes"] = f"no training data for a probe: {why}, and no official folds"
@@ -407,6 +421,13 @@ class Evaluator:
         mel_scores = P.run_probes(splits_mel, ("logmel",), seed=PROBE_SEED)
         res["probes"] = {"Pengi L1 probe": {key: emb_scores["L1"]}, "Pengi L3 probe": {key: emb_scores["L3"]}}
         res["baselines"]["log-mel linear probe"] = {key: mel_scores["logmel"]}
+        if also_train is not None and also_train[0]:
+            t_emb, t_mel, protocol = also_train
+            res["probe_protocol"]["train_split"] = protocol
+            res["probes"]["Pengi L1 probe (train split)"] = {key: P.run_probes(t_emb, ("L1",), seed=PROBE_SEED)["L1"]}
+            res["baselines"]["log-mel linear probe (train split)"] = {
+                key: P.run_probes(t_mel, ("logmel",), seed=PROBE_SEED)["logmel"]
+            }
 
     # ---------------------------------------------------------------- retrieval
 
