@@ -343,7 +343,7 @@ def test_fingerprint_covers_the_starting_model(tmp_path):
 
 
 def test_per_sample_loss_weighs_every_target_equally():
-    from pengi.train.pengi import per_sample_loss
+    from pengi.models.pengi import per_sample_loss
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 7, generator=g)

@@ -9,13 +9,7 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 : "${DATA:?set DATA to a data/ folder}"; OUT=${OUT:-/tmp/pengi-exp}
 D=$OUT/$NAME; mkdir -p "$D"
 cd "$REPO"
-python - "$D/params.yaml" "$OVR" <<'PY'
-import sys, yaml
-p = yaml.safe_load(open('params.yaml'))
-p['tracking']['enabled'] = False
-exec(sys.argv[2])
-yaml.safe_dump(p, open(sys.argv[1], 'w'))
-PY
+python bench/learning/make_params.py "$D/params.yaml" "$OVR"
 start=$(date +%s)
 python -m pengi train-clap --params "$D/params.yaml" --triples "${TRIPLES:-$DATA/triples}" --audio "$DATA/audio" \
   --out "$D/clap" --metrics "$D/clap_metrics.json" > "$D/clap.log" 2>&1

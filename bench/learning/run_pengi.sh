@@ -14,15 +14,8 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 : "${DATA:?set DATA to a data/ folder}"; OUT=${OUT:-/tmp/pengi-exp}
 D=$OUT/$NAME; mkdir -p "$D"
 cd "$REPO"
-python - "$D/params.yaml" "$OVR" <<'PY'
-import sys, yaml
-p = yaml.safe_load(open('params.yaml'))
-p['tracking']['enabled'] = False
-p['evaluate']['probes'] = False
-p['evaluate']['tasks'] = ['esc50', 'crema_d', 'gtzan_genres', 'tut2017', 'nsynth_instrument', 'clotho_captioning', 'clotho_aqa']
-exec(sys.argv[2])
-yaml.safe_dump(p, open(sys.argv[1], 'w'))
-PY
+python bench/learning/make_params.py "$D/params.yaml" "p['evaluate']['probes'] = False
+p['evaluate']['tasks'] = ['esc50', 'crema_d', 'gtzan_genres', 'tut2017', 'nsynth_instrument', 'clotho_captioning', 'clotho_aqa']" "$OVR"
 start=$(date +%s)
 python -m pengi train-pengi --params "$D/params.yaml" --triples "${TRIPLES:-$DATA/triples}" --audio "$DATA/audio" \
   --clap "${CLAP:-$DATA/models/clap/model}" --out "$D/pengi" --metrics "$D/train_metrics.json" > "$D/train.log" 2>&1

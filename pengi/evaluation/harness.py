@@ -18,7 +18,8 @@ retrieval      generative (caption indexing, paper section 5.4) and contrastive 
 =============  ==================================================================================
 
 Linear probes L1/L3 on the frozen audio encoder and the log-mel baseline run on the
-classification tasks (:mod:`pengi.evaluation.probe`). Audio is cropped deterministically by
+classification tasks (:mod:`pengi.evaluation.probe`); sets with official folds also get the
+L1 and log-mel probes trained on the source's train split, rows "(train split)". Audio is cropped deterministically by
 :class:`pengi.session.PengiSession`, the one inference path shared with the CLI. Clips that
 fail to decode are counted and listed per task, never dropped silently.
 """
@@ -396,22 +397,19 @@ class Evaluator:
         y_test = y_test[ok_test]
         splits_emb: list[P.ProbeSplit] = []
         splits_mel: list[P.ProbeSplit] = []
-        also_train: tuple[list, list, dict] | None = None
         fold_ids = [folds[i] for i in ok_test]
-        if fold_ids and all(f is not None for f in fold_ids) and len(set(fold_ids)) >= 2:
+        use_folds = bool(fold_ids) and all(f is not None for f in fold_ids) and len(set(fold_ids)) >= 2
+        train, reason = self._probe_train(data, index, multilabel)
+        on_train = None  # (emb splits, mel splits, protocol) of the train split -> eval set
+        if train is not None:
+            on_train = self._train_split_probe_data(train, uris, index, multilabel, emb_test, mel_test, y_test)
+        if use_folds:
             splits_emb = P.fold_splits(emb_test, y_test, fold_ids)
             splits_mel = P.fold_splits(mel_test, y_test, fold_ids)
             res["probe_protocol"] = {"split": "leave-one-fold-out on the eval set", "folds": len(set(fold_ids))}
-            train, reason = self._probe_train(data, index, multilabel)
-            if train is not None:
-                also_train = self._train_split_probe_data(train, uris, index, multilabel, emb_test, mel_test, y_test)
-            train, reason = None, None
-        else:
-            train, reason = self._probe_train(data, index, multilabel)
-        if train is not None:
-            splits_emb, splits_mel, res["probe_protocol"] = self._train_split_probe_data(
-                train, uris, index, multilabel, emb_test, mel_test, y_test
-            )
+            reason = None
+        elif on_train is not None:
+            splits_emb, splits_mel, res["probe_protocol"] = on_train
         if not splits_emb:
             why = reason or "fewer than 2 usable training clips"
             res["unavailable"]["probes"] = f"no training data for a probe: {why}, and no official folds"
@@ -421,8 +419,8 @@ class Evaluator:
         mel_scores = P.run_probes(splits_mel, ("logmel",), seed=PROBE_SEED)
         res["probes"] = {"Pengi L1 probe": {key: emb_scores["L1"]}, "Pengi L3 probe": {key: emb_scores["L3"]}}
         res["baselines"]["log-mel linear probe"] = {key: mel_scores["logmel"]}
-        if also_train is not None and also_train[0]:
-            t_emb, t_mel, protocol = also_train
+        if use_folds and on_train is not None and on_train[0]:
+            t_emb, t_mel, protocol = on_train
             res["probe_protocol"]["train_split"] = protocol
             res["probes"]["Pengi L1 probe (train split)"] = {key: P.run_probes(t_emb, ("L1",), seed=PROBE_SEED)["L1"]}
             res["baselines"]["log-mel linear probe (train split)"] = {

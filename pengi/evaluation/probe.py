@@ -1,8 +1,9 @@
 """Linear probes (paper section 5.5): classifiers trained on frozen audio features.
 
-Three probes share one protocol per classification task (train on the task source's train
-rows, test on the evaluation set; or, for fold-based datasets without a train split,
-leave-one-fold-out cross-validation averaged over folds):
+Three probes share one protocol per classification task: leave-one-fold-out cross-validation
+averaged over folds when the evaluation set has official folds, else train on the task source's
+train rows and test on the evaluation set. Fold-based sets whose source also has a train split
+get the L1 and log-mel probes on that split too (:meth:`pengi.evaluation.harness.Evaluator._probes`):
 
 - ``L1``: standardised logistic regression on the frozen Pengi audio-encoder embedding;
 - ``L3``: a 3-layer MLP (two hidden ReLU layers) on the same embedding;

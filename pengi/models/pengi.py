@@ -6,7 +6,8 @@ appendix A). The LM is fed ``inputs_embeds = [prefix | extra text | target token
 is the cross-entropy on real target tokens only: the prefix and extra text never enter it, and
 target padding has label -100 (from an explicit mask, never from a token id).
 
-Trainable: the audio encoder (HTSAT + projection, not the front end), the text projection
+Trainable: the audio encoder (HTSAT, the log-mel statistics' BatchNorm when
+``model.logmel_stats``, the projection; not the front end), the text projection
 (and CLIP's ``text_projection`` when ``trainable_projection``), m1 and m2. Frozen and kept in
 eval mode whatever ``train()`` says: the text encoder body and the LM.
 """

@@ -1,14 +1,16 @@
 """The ``train-pengi`` stage: Pengi initialised from the CLAP encoders (paper section 3).
 
-Trained: the audio encoder (HTSAT), both projections and the mappers m1/m2. Frozen: the text
-encoder and the LM. Because the text encoder is frozen, its output for a prompt never changes:
-the features of every distinct prompt of the train and val triples are computed once before
-training (``encode_prompt_features``) and looked up per batch, so no text encoder runs in the
-training step (``text.kind: lm_embed`` caches the prompts' LM token ids instead, embedded per
-batch by the frozen LM). ``train_pengi.loss_reduction: sample`` averages each target's tokens
-before the batch, so short label answers are not outweighed by long captions. The cache is a non-persistent buffer (not in checkpoints: it is rebuilt from
-the frozen encoder and the triples). After training, a few validation clips are captioned
-(greedy) into ``samples.json`` as a quick look at what the model learned.
+Trained: the audio encoder (HTSAT, the log-mel statistics' BatchNorm with
+``model.logmel_stats``), both projections and the mappers m1/m2. Frozen: the text encoder and
+the LM. Because the text encoder is frozen, its output for a prompt never changes: the features
+of every distinct prompt of the train and val triples are computed once before training
+(``encode_prompt_features``) and looked up per batch, so no text encoder runs in the training
+step (``text.kind: lm_embed`` caches the prompts' LM token ids instead, embedded per batch by
+the frozen LM). The cache is a non-persistent buffer (not in checkpoints: it is rebuilt from the
+frozen encoder and the triples). ``train_pengi.loss_reduction: sample`` averages each target's
+tokens before the batch, so short label answers are not outweighed by long captions. After
+training, a few validation clips are captioned (greedy) into ``samples.json`` as a quick look at
+what the model learned.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from torch import nn
 
 from pengi.config import Config, flatten
 from pengi.data import Collator, TripleDataset
-from pengi.models.pengi import per_sample_loss  # noqa: F401 - re-exported: the stage's loss options
 from pengi.train.clap import TextTokenizer
 from pengi.train.common import data_fingerprint, open_stage_data, write_data_report
 from pengi.train.loop import Tracker, set_cpu_threads, train, unwrap
