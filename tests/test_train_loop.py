@@ -355,6 +355,40 @@ def test_per_sample_loss_weighs_every_target_equally():
     assert not torch.allclose(got.mean(), token_mean)  # the one-token target counts 1/2, not 1/6
 
 
+@pytest.mark.parametrize("audio_train_mode", [True, False])
+def test_audio_train_mode_decides_specaugment_and_batchnorm_statistics(audio_train_mode):
+    import dataclasses
+
+    from pengi.models import build_pengi
+    from pengi.models.tiny import TINY_AUDIO, tiny_model_config
+    from pengi.train.pengi import PengiTrainStep
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_model_config(), logmel_stats=True)
+    model = build_pengi(cfg, TINY_AUDIO)
+    feats = model.encode_prompt_features(torch.randint(1, 99, (3, 8)), torch.ones(3, 8, dtype=torch.long))
+    step = PengiTrainStep(model, feats, "sample", audio_train_mode).train()
+    enc = model.audio_encoder
+    assert model.m1.training and enc.training is audio_train_mode
+    assert enc.htsat.spec_augmenter.training is audio_train_mode
+    before = [enc.htsat.bn0.running_mean.clone(), enc.stats.norm.running_mean.clone()]
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "audio": 0.1 * torch.randn(3, 16000, generator=g), "prompt_index": torch.tensor([0, 1, 2]),
+        "input_ids": torch.randint(1, 119, (3, 4), generator=g), "attention_mask": torch.ones(3, 4, dtype=torch.long),
+    }  # fmt: skip
+    step(batch).backward()
+    after = [enc.htsat.bn0.running_mean, enc.stats.norm.running_mean]
+    # BatchNorm statistics move only in train mode; the encoder's weights are trained either way
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True)) is not audio_train_mode
+    assert enc.htsat.patch_embed.proj.weight.grad.abs().sum() > 0 and enc.projection.linear1.weight.grad.abs().sum() > 0
+    # validation switches everything to eval; back to training restores the choice
+    step.eval()
+    assert not enc.training and not model.m1.training
+    step.train()
+    assert enc.training is audio_train_mode and model.m1.training
+
+
 @pytest.mark.slow
 def test_train_pengi_with_lm_embedded_prompts(toy_data, tmp_path):
     """``text.kind: lm_embed`` (the authors' base_no_text_enc): Pengi trains from a CLAP's audio

@@ -8,7 +8,9 @@ of every distinct prompt of the train and val triples are computed once before t
 step (``text.kind: lm_embed`` caches the prompts' LM token ids instead, embedded per batch by
 the frozen LM). The cache is a non-persistent buffer (not in checkpoints: it is rebuilt from the
 frozen encoder and the triples). ``train_pengi.loss_reduction: sample`` averages each target's
-tokens before the batch, so short label answers are not outweighed by long captions. After
+tokens before the batch, so short label answers are not outweighed by long captions.
+``train_pengi.audio_train_mode: false`` trains the audio encoder in eval mode (no SpecAugment,
+CLAP's BatchNorm statistics), so m1 learns from the embedding it will see at inference. After
 training, a few validation clips are captioned (greedy) into ``samples.json`` as a quick look at
 what the model learned.
 """
@@ -42,11 +44,20 @@ class PengiTrainStep(nn.Module):
     ``loss_reduction`` is passed to the model (``"token"`` or ``"sample"``, see ``Pengi.forward``).
     """
 
-    def __init__(self, model: nn.Module, prompt_features: torch.Tensor, loss_reduction: str = "token"):
+    def __init__(
+        self, model: nn.Module, prompt_features: torch.Tensor, loss_reduction: str = "token", audio_train_mode: bool = True
+    ):
         super().__init__()
         self.model = model
         self.loss_reduction = loss_reduction
+        self.audio_train_mode = audio_train_mode
         self.register_buffer("prompt_features", prompt_features, persistent=False)  # (P, ...)
+
+    def train(self, mode: bool = True) -> PengiTrainStep:
+        super().train(mode)
+        if not self.audio_train_mode:
+            self.model.audio_encoder.eval()  # still trained: only SpecAugment and BatchNorm statistics
+        return self
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         feats = cached_prompt_features(self.model, self.prompt_features[batch["prompt_index"]])  # (B, F) / (B, L, D)
@@ -123,7 +134,7 @@ def train_pengi(
     log.info("caching the frozen text encoder's features of %d distinct prompts", len(prompts))
     model.eval()
     cache = encode_prompt_cache(model, cfg, prompts)
-    step_model = PengiTrainStep(model, cache, tc.loss_reduction)
+    step_model = PengiTrainStep(model, cache, tc.loss_reduction, tc.audio_train_mode)
     lm_tokenizer = load_lm_tokenizer(cfg.model.lm)
     collate = Collator(lm_tokenizer, cfg.model.target_max_tokens, prompt_vocab=prompts)
     # float16 audio from the loader (the stored samples; upcast on the device in the step)
