@@ -210,6 +210,9 @@ class TrainConfig:
     # learning-rate multipliers by module name (dotted path inside the stage's model, e.g.
     # ``audio_encoder: 0.1``, ``m1: 2.0``); the longest matching name wins, others get 1.0
     lr_scales: dict[str, float] = field(default_factory=dict)
+    # clip the global gradient norm to this before each optimizer step (0 = no clipping, the
+    # paper's setting); the norm before clipping is logged as ``grad_norm``
+    max_grad_norm: float = 0.0
     # Pengi only (a CLAP batch costs the same whatever its texts): batches of similar target
     # length, so little of the LM's compute goes to padding
     group_by_length: bool = False

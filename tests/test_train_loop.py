@@ -355,6 +355,59 @@ def test_per_sample_loss_weighs_every_target_equally():
     assert not torch.allclose(got.mean(), token_mean)  # the one-token target counts 1/2, not 1/6
 
 
+@pytest.mark.parametrize("max_grad_norm", [0.0, 0.01])
+def test_max_grad_norm_clips_every_step_and_logs_the_norm(toy_data, tmp_path, monkeypatch, max_grad_norm):
+    import csv
+
+    from pengi.audio_store import AudioStore
+    from pengi.data import Collator, TripleDataset, load_triples
+
+    class Spectrum(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(26, 3)
+
+        def forward(self, audio):
+            return self.head(torch.fft.rfft(audio.unfold(-1, 50, 50), dim=-1).abs().mean(1))
+
+    def step(model, batch):
+        y = torch.tensor([CLASSES.index(t) for t in batch["target"]])
+        return torch.nn.functional.cross_entropy(model(batch["audio"]), y)
+
+    torch.manual_seed(0)
+    model = Spectrum()
+    norms: list[float] = []  # the gradient norm each optimizer step applies
+
+    def spy(opt, args, kwargs):
+        norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))))
+
+    import pengi.train.loop as loop
+
+    real = loop.build_optimizer
+
+    def build(named, cfg, device):
+        opt = real(named, cfg, device)
+        opt.register_step_pre_hook(spy)
+        return opt
+
+    store = AudioStore(toy_data / "store")
+    ds = TripleDataset(load_triples(toy_data / "train.parquet", store), store, 1000, train=True, seed=0)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-2, warmup_steps=0, precision="fp32", num_workers=0,
+                      checkpoint_every=0, val_every=0, log_every=1, max_grad_norm=max_grad_norm)  # fmt: skip
+    monkeypatch.setattr(loop, "build_optimizer", build)
+    train(model, step, ds, None, Collator(), cfg, tmp_path / "run", progress=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
+    assert len(norms) == len(rows) == 8
+    if max_grad_norm:
+        assert max(norms) <= max_grad_norm * 1.001  # every step clipped...
+        logged = [float(r["grad_norm"]) for r in rows]
+        assert min(logged) > 10 * max_grad_norm  # ...from the norm the log reports, before clipping
+    else:
+        assert "grad_norm" not in rows[0] and min(norms) > 0.1  # (the same gradients, unclipped)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        train(model, step, ds, None, Collator(), TrainConfig(max_grad_norm=-1.0), tmp_path / "bad", progress=False)
+
+
 @pytest.mark.parametrize("audio_train_mode", [True, False])
 def test_audio_train_mode_decides_specaugment_and_batchnorm_statistics(audio_train_mode):
     import dataclasses

@@ -17,7 +17,9 @@ loss`` with:
 * **optimizer**: Adam (as ``AdamW`` with ``cfg.weight_decay``, which is Adam at 0, the paper's
   setting), fused on CUDA, over the parameters that require grad (one group per
   ``cfg.lr_scales`` multiplier); linear warm-up for
-  ``warmup_steps`` then linear decay to 0 (or cosine/constant).
+  ``warmup_steps`` then linear decay to 0 (or cosine/constant). With ``cfg.max_grad_norm > 0``
+  the global gradient norm is clipped to it before each step and logged (``grad_norm``, the
+  norm before clipping).
 * **checkpoints** every ``checkpoint_every`` steps and at the end, written to a temporary
   directory and renamed (atomic), holding the trainable state (safetensors), optimizer,
   scheduler, the RNG states of every rank (python, numpy, torch, CUDA), the data position
@@ -435,6 +437,8 @@ def train(
     tracker = tracker if (tracker is not None and info.is_main) else NullTracker()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.max_grad_norm < 0:
+        raise ValueError(f"max_grad_norm must be >= 0 (0 = no clipping), got {cfg.max_grad_norm}")
     run_config = dict(run_config) if run_config is not None else flatten(cfg)
     # what the data position means depends on these too: resuming across them would not be exact
     run_config["_run.world_size"] = info.world_size
@@ -608,6 +612,11 @@ def train(
                 continue
             micro = 0
             lr = scheduler.get_last_lr()[0] / optimizer.param_groups[0]["lr_scale"]  # the base rate
+            if cfg.max_grad_norm > 0:
+                # the global norm before clipping; a tensor, so no host sync (DDP: grads already reduced)
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                # logged as the mean per optimizer step (the window divides by micro-batches)
+                window_extra["grad_norm"] = window_extra.get("grad_norm", 0) + norm.detach().float() * cfg.grad_accum
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
