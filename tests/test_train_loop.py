@@ -381,7 +381,7 @@ def test_max_grad_norm_clips_every_step_and_logs_the_norm(toy_data, tmp_path, mo
     def spy(opt, args, kwargs):
         norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))))
 
-    import pengi.train.loop as loop
+    from pengi.train import loop
 
     real = loop.build_optimizer
 
