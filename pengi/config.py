@@ -220,9 +220,9 @@ class TrainConfig:
     # captions dominate); "sample" averages each target's tokens first, so a one-word label
     # weighs as much as a 20-token caption
     loss_reduction: Literal["token", "sample"] = "token"
-    # Pengi only: False keeps the audio encoder in eval mode while it trains (no SpecAugment; its
-    # BatchNorms use the running statistics learned in CLAP, not each batch's), so the embedding
-    # m1 learns from is the one it gets at inference
+    # Pengi only: False keeps the audio encoder in eval mode while it trains (no SpecAugment, no
+    # projection dropout; its BatchNorms use the running statistics learned in CLAP, not each
+    # batch's), so the embedding m1 learns from is the one it gets at inference
     audio_train_mode: bool = True
 
 

@@ -19,9 +19,10 @@ retrieval      generative (caption indexing, paper section 5.4) and contrastive 
 
 Linear probes L1/L3 on the frozen audio encoder and the log-mel baseline run on the
 classification tasks (:mod:`pengi.evaluation.probe`); sets with official folds also get the
-L1 and log-mel probes trained on the source's train split, rows "(train split)". Audio is cropped deterministically by
-:class:`pengi.session.PengiSession`, the one inference path shared with the CLI. Clips that
-fail to decode are counted and listed per task, never dropped silently.
+L1 and log-mel probes trained on the source's train split, rows "(train split)". Audio is
+cropped deterministically by :class:`pengi.session.PengiSession`, the one inference path shared
+with the CLI. Clips that fail to decode are counted and listed per task, never dropped
+silently.
 """
 
 from __future__ import annotations

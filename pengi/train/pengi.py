@@ -9,8 +9,8 @@ step (``text.kind: lm_embed`` caches the prompts' LM token ids instead, embedded
 the frozen LM). The cache is a non-persistent buffer (not in checkpoints: it is rebuilt from the
 frozen encoder and the triples). ``train_pengi.loss_reduction: sample`` averages each target's
 tokens before the batch, so short label answers are not outweighed by long captions.
-``train_pengi.audio_train_mode: false`` trains the audio encoder in eval mode (no SpecAugment,
-CLAP's BatchNorm statistics), so m1 learns from the embedding it will see at inference. After
+``train_pengi.audio_train_mode: false`` trains the audio encoder in eval mode (no SpecAugment or
+projection dropout, CLAP's BatchNorm statistics), so m1 learns from the embedding it will see at inference. After
 training, a few validation clips are captioned (greedy) into ``samples.json`` as a quick look at
 what the model learned.
 """
@@ -56,7 +56,7 @@ class PengiTrainStep(nn.Module):
     def train(self, mode: bool = True) -> PengiTrainStep:
         super().train(mode)
         if not self.audio_train_mode:
-            self.model.audio_encoder.eval()  # still trained: only SpecAugment and BatchNorm statistics
+            self.model.audio_encoder.eval()  # still trained; no SpecAugment, dropout, batch statistics
         return self
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
