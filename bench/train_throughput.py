@@ -93,6 +93,7 @@ def bench_step(args) -> dict:
     torch.manual_seed(0)
     model, _ = build_step_model(args.mapper_layers)
     model = model.to(device).train()
+    model.model.lm.use_attention_for(device)  # SDPA on CUDA (flash / efficient kernels), as train-pengi does
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in params)
     n_all = sum(p.numel() for p in model.parameters())
@@ -100,7 +101,7 @@ def bench_step(args) -> dict:
     flop_batch = make_batch(min(2, args.batch_size), args.target_tokens, device, gen)
     flops = count_flops(model, flop_batch)
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, fused=device.type == "cuda")
-    step_model = torch.compile(model) if args.compile else model
+    step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
     use_bf16 = args.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     # Distinct batches resident on the device, cycled: the data path is measured separately (--loader).
@@ -114,10 +115,14 @@ def bench_step(args) -> dict:
         opt.zero_grad(set_to_none=True)
         return loss.detach()
 
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t_warm = time.perf_counter()
     for i in range(args.warmup):
         step(batches[i % 2])
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
+    warmup_s = time.perf_counter() - t_warm
+    if args.profile:
+        profile_steps(step, batches, device, args.profile)
     t0 = time.perf_counter()
     losses = [step(batches[i % 2]) for i in range(args.steps)]
     sync()
@@ -131,7 +136,10 @@ def bench_step(args) -> dict:
         "batch_size": args.batch_size,
         "target_tokens": args.target_tokens,
         "bf16": use_bf16,
-        "compile": args.compile,
+        "compile": args.compile and (args.compile_mode or "default"),
+        "attention": model.model.lm.model.config._attn_implementation,
+        "warmup_steps": args.warmup,
+        "warmup_seconds": round(warmup_s, 2),
         "steps": args.steps,
         "seconds": round(elapsed, 3),
         "samples_per_s": round(sps, 3),
@@ -139,10 +147,38 @@ def bench_step(args) -> dict:
         "achieved_tflops": round(flops * sps / 1e12, 4),
         "final_loss": float(torch.stack(losses)[-1]),
     }
+    if device.type == "cuda":
+        result["max_memory_GiB"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     if args.peak_tflops:
         result["peak_tflops"] = args.peak_tflops
         result["mfu"] = round(flops * sps / (args.peak_tflops * 1e12), 4)
     return result
+
+
+def profile_steps(step, batches, device: torch.device, path: str, n: int = 3) -> None:
+    """Write the top operators of ``n`` steps by device time (CPU time on CPU) to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for i in range(n):
+            step(batches[i % 2])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    Path(path).write_text(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=60) + "\n")
+    log.info("profile of %d steps written to %s", n, path)
+
+
+def _synthetic_clips(monkeypatch_target, seconds: float) -> None:
+    """Stand-in decode task for machines without soundfile/ffmpeg: seeded noise per uri."""
+
+    def decode_task(args: tuple[str, int]) -> tuple[str, np.ndarray, None]:
+        uri, sample_rate = args
+        rng = np.random.default_rng(int(Path(uri).stem))
+        return uri, (0.1 * rng.standard_normal(int(sample_rate * seconds))).astype(monkeypatch_target.STORE_DTYPE), None
+
+    monkeypatch_target._decode_task = decode_task
 
 
 def bench_data_path(args) -> dict:
@@ -152,14 +188,21 @@ def bench_data_path(args) -> dict:
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        import soundfile as sf
-
+        try:
+            import soundfile as sf
+        except ImportError:  # e.g. a bare GPU image: the store's content is noise either way
+            sf = None
         uris = []
         for i in range(args.clips):
             path = Path(tmp, f"{i}.flac")
-            sf.write(path, (0.1 * rng.standard_normal(int(SAMPLE_RATE * 10))).astype(np.float32), SAMPLE_RATE)
+            if sf is not None:
+                sf.write(path, (0.1 * rng.standard_normal(int(SAMPLE_RATE * 10))).astype(np.float32), SAMPLE_RATE)
             uris.append(str(path))
-        build_store(uris, Path(tmp, "store"), SAMPLE_RATE, workers=max(1, args.workers))
+        if sf is None:
+            import pengi.audio_store
+
+            _synthetic_clips(pengi.audio_store, 10.0)
+        build_store(uris, Path(tmp, "store"), SAMPLE_RATE, workers=max(1, args.workers) if sf is not None else 1)
         store = AudioStore(Path(tmp, "store"))
         n = args.batch_size * (args.steps + args.warmup)
         cols = {
@@ -180,6 +223,7 @@ def bench_data_path(args) -> dict:
     return {
         "mode": "data path (store -> random 7-s crop -> collate)",
         "workers": args.workers,
+        "store_built_from": "FLAC files" if sf is not None else "seeded noise (no soundfile here)",
         "audio_dtype": args.audio_dtype,
         "batch_size": args.batch_size,
         "samples": count,
@@ -197,6 +241,8 @@ def main() -> None:
     parser.add_argument("--target-tokens", type=int, default=24, help="target length incl. eos (captions ~ 15-25)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the step's model")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune-no-cudagraphs)")
+    parser.add_argument("--profile", help="write the top operators of 3 profiled steps to this file")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="peak dense TFLOP/s of the device, for MFU")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     parser.add_argument("--loader", action="store_true", help="benchmark the data path instead of the step")

@@ -105,6 +105,29 @@ def test_spec_augment_only_in_training():
     assert torch.equal(h.to_image(x), h.to_image(x))
 
 
+def test_spec_augment_drops_per_clip_stripes_of_bounded_width():
+    """torchlibrosa's DropStripes(64, 2) on time and (8, 2) on mel bins, drawn per clip."""
+    from pengi.models.htsat import SpecAugment
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 251, 64) + 0.5  # no zeros of its own
+    y = SpecAugment().train()(x)
+    zero = y == 0
+    rows = zero.all(dim=2)  # (B, T) dropped frames
+    cols = zero.all(dim=1)  # (B, F) dropped mel bins
+    # every zero lies in a dropped frame or bin, everything else is untouched
+    assert torch.equal(zero, rows[:, :, None] | cols[:, None, :])
+    assert torch.equal(y[~zero], x[~zero])
+    assert rows.sum(1).max() <= 2 * 63 and cols.sum(1).max() <= 2 * 7
+    # each dropped region is at most two runs (two stripes, possibly overlapping)
+    runs = (rows[:, 1:] & ~rows[:, :-1]).sum(1) + rows[:, 0]
+    assert runs.max() <= 2
+    # clips draw their own stripes; on average ~2 x 31.5 of 251 frames and ~2 x 3.5 of 64 bins
+    assert len({tuple(r.nonzero().flatten().tolist()) for r in rows}) > 50
+    assert 0.15 < rows.float().mean() < 0.3 and 0.05 < cols.float().mean() < 0.15
+    assert torch.equal(SpecAugment().eval()(x), x)
+
+
 # --------------------------------------------------------------------------------------------
 # Pengi
 # --------------------------------------------------------------------------------------------

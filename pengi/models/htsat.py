@@ -231,21 +231,25 @@ class SpecAugment(nn.Module):
         self.specs = ((1, time_width, time_stripes), (2, freq_width, freq_stripes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, F)."""
+        """x: (B, T, F).
+
+        Each clip draws its own stripes, as torchlibrosa's ``DropStripes`` does (width uniform in
+        ``[0, width)``, start uniform in ``[0, total - width)``), all at once on ``x``'s device:
+        a handful of kernels and no host round trip per stripe, which keeps a GPU step free of
+        synchronisation and ``torch.compile`` free of graph breaks.
+        """
         if not self.training:
             return x
-        x = x.clone()
+        B = x.shape[0]
+        keep = torch.ones_like(x)
         for dim, width, stripes in self.specs:
             total = x.shape[dim]
-            for b in range(x.shape[0]):
-                for _ in range(stripes):
-                    w = int(torch.randint(0, width, ()).item())
-                    start = int(torch.randint(0, max(total - w, 1), ()).item())
-                    if dim == 1:
-                        x[b, start : start + w, :] = 0
-                    else:
-                        x[b, :, start : start + w] = 0
-        return x
+            w = torch.randint(0, width, (B, stripes), device=x.device)  # (B, S)
+            start = (torch.rand(B, stripes, device=x.device) * (total - w).clamp(min=1)).long()  # (B, S)
+            pos = torch.arange(total, device=x.device)  # (total,)
+            hit = ((pos >= start[..., None]) & (pos < (start + w)[..., None])).any(dim=1)  # (B, total)
+            keep = keep * (~hit).to(x.dtype).unsqueeze(2 if dim == 1 else 1)
+        return x * keep
 
 
 class HTSAT(nn.Module):

@@ -170,8 +170,10 @@ class Pengi(PretrainedMixin, nn.Module):
         Args:
             wave: (B, T) float waveform.
             target_ids: (B, Lt) LM token ids, right-padded, ending with the LM's EOS.
-            target_mask: (B, Lt) 1 on real tokens. None = every position is real (the
-                reference passes no mask at all; logits at real positions are the same).
+            target_mask: (B, Lt) 1 on real tokens, which come first (right padding). It selects
+                the loss positions; the LM itself runs unmasked, as the reference's does, which
+                under causal attention gives real positions exactly the masked logits. None =
+                every position is real.
             prompt_ids, prompt_mask: (B, Lp) text-encoder tokens; or ``prompt_features``.
             extra_ids, extra_mask: optional (B, Le) additional text (LM tokens, paper appendix A),
                 placed after the prefix, padding anywhere; never in the loss.
@@ -202,8 +204,12 @@ class Pengi(PretrainedMixin, nn.Module):
         inputs = torch.cat(embeds, dim=1)  # (B, L, D)
         mask = torch.cat(masks, dim=1)  # (B, L)
         labels = torch.where(tmask.bool(), target_ids, IGNORE_INDEX)  # (B, Lt)
-        if bool(mask.all()):
-            attn, positions = None, None  # exactly the reference's call
+        if extra_ids is None:
+            # Only the targets can be padded, and only on the right (the documented contract, the
+            # collator's layout): under causal attention a trailing pad never reaches a real
+            # position, so the reference's unmasked call gives every real position the logits a
+            # masked call gives. No mask keeps the causal flash kernel and needs no host sync.
+            attn, positions = None, None
         else:
             # Padding inside the extra text must not shift the positions of what follows.
             attn, positions = mask, (mask.cumsum(dim=1) - 1).clamp(min=0)

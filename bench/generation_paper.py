@@ -1,0 +1,190 @@
+"""Captioning throughput of the paper-size Pengi: waveforms in, beam-5 token sequences out.
+
+``bench/generation.py`` times the decoder alone on the offline SmolLM2; this script times what a
+user of the paper's model runs, at the authors' ``base`` sizes with random weights (no
+download): 7-s clips at 44.1 kHz -> log-mel -> HTSAT -> projection -> m1, a cached prompt
+feature (one prompt, as in captioning) -> m2, then :func:`pengi.inference.beam_search` on
+GPT-2 base (beam 5, KV cache, batched clips) — under bf16 autocast on CUDA, as
+``PengiSession(precision="bf16")`` runs it.
+
+Measured in one run, on one device:
+
+1. the baseline: the reference ``_generate_beam`` algorithm (``bench/generation.py``), one clip
+   at a time, the whole sequence recomputed at every step;
+2. the project's path (prefix + ``beam_search``) at each ``--batch`` size, and greedy;
+3. 50-class log-likelihood scoring (:func:`pengi.inference.score_continuations`) per clip,
+   relative to one beam-5 caption at the same batch size.
+
+Random weights never emit the end-of-text token, so every beam runs the full
+``--max-new-tokens`` steps: a fixed, pessimistic amount of work per clip (trained models stop
+captions at 10-20 tokens and clips leave the batch when done).
+
+    python bench/generation_paper.py --device cuda --batch 64 256 512 --out bench/generation_paper_h100.json
+    python bench/generation_paper.py --batch 2 --clips 2 --baseline-clips 1   # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generation import reference_generate_beam  # noqa: E402  (bench/ is not a package)
+
+log = logging.getLogger("bench.generation_paper")
+
+SAMPLE_RATE = 44100
+CLIP_SECONDS = 7.0
+
+
+def build_model(device: torch.device):
+    from pengi.checkpoint import reference_config
+    from pengi.config import AudioConfig
+    from pengi.models import Pengi
+
+    _, cfg = reference_config("base")
+    cfg = dataclasses.replace(cfg, htsat=dataclasses.replace(cfg.htsat, num_classes=0))
+    model = Pengi(AudioConfig(), cfg).eval().to(device)
+    model.lm.use_attention_for(device)
+    return model
+
+
+def timed(device: torch.device, fn):
+    """``(result, seconds)`` of ``fn()``, the device synchronised before and after."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, nargs="+", default=[16], help="clips per batch (one run each)")
+    ap.add_argument("--clips", type=int, default=0, help="clips per measurement (default: 2 x the batch)")
+    ap.add_argument("--beam-size", type=int, default=5)
+    ap.add_argument("--max-new-tokens", type=int, default=30)
+    ap.add_argument("--baseline-clips", type=int, default=4)
+    ap.add_argument("--classes", type=int, default=50)
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="bf16 autocast (CUDA) or fp32")
+    ap.add_argument("--out", help="also write the result as JSON here")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from pengi.inference import beam_search, score_continuations
+
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(0)
+    model = build_model(device)
+    lm = model.lm.model
+    stop = lm.config.eos_token_id
+    bf16 = args.precision == "bf16" and device.type == "cuda"
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    feature = torch.randn(1, model.text_encoder.frozen_feature_dim, device=device)  # the cached prompt feature
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    K, N = args.beam_size, args.max_new_tokens
+    # 50 candidate continuations of 1-4 tokens + eos (random ids: timing only)
+    lens = torch.randint(1, 5, (args.classes,), generator=gen).tolist()
+    cands = [torch.randint(0, stop, (n,), generator=gen).tolist() + [stop] for n in lens]
+
+    def waves(n: int) -> torch.Tensor:
+        return (0.1 * torch.randn(n, int(SAMPLE_RATE * CLIP_SECONDS), generator=gen)).to(device)
+
+    @torch.no_grad()
+    def prefix(w: torch.Tensor) -> torch.Tensor:
+        with amp():
+            return model.prefix(w, prompt_features=feature.expand(w.shape[0], -1))
+
+    @torch.no_grad()
+    def caption(w: torch.Tensor, k: int):
+        with amp():
+            p = model.prefix(w, prompt_features=feature.expand(w.shape[0], -1))
+            return beam_search(lm, p, beam_size=k, max_new_tokens=N, stop_token_ids=stop)
+
+    @torch.no_grad()
+    def loglik(w: torch.Tensor):
+        with amp():
+            p = model.prefix(w, prompt_features=feature.expand(w.shape[0], -1))
+            return score_continuations(lm, p, cands)
+
+    result: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "model": "pengi.models.Pengi, reference 'base' sizes (HTSAT, 4-layer mappers, 40 + 40 prefix, GPT-2 base), random weights",
+        "precision": "bf16 autocast" if bf16 else "fp32",
+        "attention": lm.config._attn_implementation,
+        "beam_size": K,
+        "max_new_tokens": N,
+        "note": "random weights never emit eos: every beam runs max_new_tokens steps",
+        "runs": [],
+    }
+
+    # 1. baseline: the reference algorithm, one clip at a time, full recomputation each step
+    w = waves(max(1, args.baseline_clips))
+    reference_generate_beam(lm, prefix(w[:1]), K, 2, 1.0, stop)  # warm-up
+    per = []
+    for i in range(args.baseline_clips):
+        p = prefix(w[i : i + 1])
+        with amp():
+            _, s = timed(device, lambda p=p: reference_generate_beam(lm, p, K, N, 1.0, stop))
+        _, s_p = timed(device, lambda i=i: prefix(w[i : i + 1]))
+        per.append(s + s_p)
+    if per:
+        result["baseline"] = {
+            "what": "reference _generate_beam (full recompute, 1 clip at a time) + the clip's prefix",
+            "clips": len(per),
+            "seconds_per_clip": round(statistics.mean(per), 4),
+            "clips_per_s": round(1 / statistics.mean(per), 2),
+        }
+        log.info("baseline %s", result["baseline"])
+
+    # 2-3. ours, per batch size
+    for B in args.batch:
+        n = args.clips or 2 * B
+        w = waves(B)
+        caption(w, K), loglik(w), caption(w, 1)  # warm-up (kernels, allocator) at this shape
+        reps = max(1, n // B)
+        _, s_prefix = timed(device, lambda: [prefix(w) for _ in range(reps)])
+        out, s_beam = timed(device, lambda: [caption(w, K) for _ in range(reps)])
+        _, s_greedy = timed(device, lambda: [caption(w, 1) for _ in range(reps)])
+        _, s_ll = timed(device, lambda: [loglik(w) for _ in range(reps)])
+        clips = B * reps
+        run = {
+            "batch": B,
+            "clips": clips,
+            "prefix_clips_per_s": round(clips / s_prefix, 1),
+            "beam_clips_per_s": round(clips / s_beam, 1),
+            "greedy_clips_per_s": round(clips / s_greedy, 1),
+            "loglik_clips_per_s": round(clips / s_ll, 1),
+            "loglik_over_caption": round(s_ll / s_beam, 3),
+            "tokens_per_beam": int(out[-1].lengths[:, 0].float().mean()),
+        }
+        if "baseline" in result:
+            run["speedup_vs_baseline"] = round(run["beam_clips_per_s"] / result["baseline"]["clips_per_s"], 1)
+        if device.type == "cuda":
+            run["max_memory_GiB"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            torch.cuda.reset_peak_memory_stats(device)
+        result["runs"].append(run)
+        log.info("batch %d: %s", B, run)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
