@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -78,6 +79,7 @@ def main() -> int:
     ap.add_argument("--baseline-clips", type=int, default=4)
     ap.add_argument("--classes", type=int, default=50)
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="bf16 autocast (CUDA) or fp32")
+    ap.add_argument("--profile", help="write the top operators of one beam run at the last batch size here")
     ap.add_argument("--out", help="also write the result as JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -113,6 +115,15 @@ def main() -> int:
         with amp():
             p = model.prefix(w, prompt_features=feature.expand(w.shape[0], -1))
             return beam_search(lm, p, beam_size=k, max_new_tokens=N, stop_token_ids=stop)
+
+    # variant: the LM's weights cast to bf16 once (no per-step autocast casts), prefix under autocast
+    lm16 = copy.deepcopy(lm).to(torch.bfloat16) if bf16 else None
+
+    @torch.no_grad()
+    def caption16(w: torch.Tensor, k: int):
+        with amp():
+            p = model.prefix(w, prompt_features=feature.expand(w.shape[0], -1))
+        return beam_search(lm16, p.to(torch.bfloat16), beam_size=k, max_new_tokens=N, stop_token_ids=stop)
 
     @torch.no_grad()
     def loglik(w: torch.Tensor):
@@ -161,6 +172,9 @@ def main() -> int:
         out, s_beam = timed(device, lambda: [caption(w, K) for _ in range(reps)])
         _, s_greedy = timed(device, lambda: [caption(w, 1) for _ in range(reps)])
         _, s_ll = timed(device, lambda: [loglik(w) for _ in range(reps)])
+        if lm16 is not None:
+            caption16(w, K)  # warm-up
+            _, s_beam16 = timed(device, lambda: [caption16(w, K) for _ in range(reps)])
         clips = B * reps
         run = {
             "batch": B,
@@ -172,6 +186,8 @@ def main() -> int:
             "loglik_over_caption": round(s_ll / s_beam, 3),
             "tokens_per_beam": int(out[-1].lengths[:, 0].float().mean()),
         }
+        if lm16 is not None:
+            run["beam_bf16_weights_clips_per_s"] = round(clips / s_beam16, 1)
         if "baseline" in result:
             run["speedup_vs_baseline"] = round(run["beam_clips_per_s"] / result["baseline"]["clips_per_s"], 1)
         if device.type == "cuda":
@@ -179,6 +195,14 @@ def main() -> int:
             torch.cuda.reset_peak_memory_stats(device)
         result["runs"].append(run)
         log.info("batch %d: %s", B, run)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            timed(device, lambda: caption(w, K))
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        Path(args.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=60) + "\n")
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -4,9 +4,12 @@
 # training step (eager and torch.compile, bf16), the paper-size captioning path and the data
 # path. Every stage has its own timeout, so a failure or an OOM costs that stage only.
 #
-#   bash bench/gpu_h100.sh [OUTDIR]        # OUTDIR defaults to $OUT, else .gpu_out
+#   bash bench/gpu_h100.sh [OUTDIR]                      # every stage; OUTDIR: $OUT, else .gpu_out
+#   STAGES="gen compile_profile compile512" bash bench/gpu_h100.sh   # some stages
 #
-# If the image's transformers cannot run the project (smoke test), a wheel carried in .whl/ is
+# Stages: smoke train64 train256 gen compile256 loader (the default, about 5 minutes of which
+# compilation is 2), and gen_large compile_profile compile512 (a second round).
+# If the image's transformers cannot run the project (smoke), a wheel carried in .whl/ is
 # installed into /tmp/site and used instead.
 set -u
 O=${1:-${OUT:-.gpu_out}}
@@ -14,41 +17,57 @@ mkdir -p "$O"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TOKENIZERS_PARALLELISM=false
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 PY=${PY:-python3}
+STAGES=${STAGES:-smoke train64 train256 gen compile256 loader}
+T="bench/train_throughput.py --device cuda --bf16 --peak-tflops 989"
 log() { echo "=== $(date -u +%T) $*"; }
-{
-  log "machine"
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-  nproc
-  $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 
-  log "smoke (project stack on this image)"
+smoke() {
   if ! timeout 120 $PY bench/generation_paper.py --device cuda --batch 2 --clips 2 --baseline-clips 1 \
       --max-new-tokens 3 --classes 3 > "$O/smoke.log" 2>&1; then
     tail -20 "$O/smoke.log"
     log "smoke failed: installing the carried transformers wheel"
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:$PWD
-    timeout 120 $PY bench/generation_paper.py --device cuda --batch 2 --clips 2 --baseline-clips 1 \
-      --max-new-tokens 3 --classes 3 2>&1 | tail -5
   fi
-
-  T="bench/train_throughput.py --device cuda --bf16 --peak-tflops 989"
-  log "train step, eager, batch 64 (the authors' measured setting)"
+}
+train64() {  # the authors' measured setting
   timeout 90 $PY $T --batch-size 64 --steps 10 --warmup 3 --out "$O/train_b64.json" 2>&1 | tail -25
-
-  log "train step, eager, batch 256, profiled"
+}
+train256() {
   timeout 120 $PY $T --batch-size 256 --steps 8 --warmup 3 --profile "$O/profile_b256.txt" \
     --out "$O/train_b256.json" 2>&1 | tail -25
-
-  log "captioning, paper-size model"
+}
+gen() {
   timeout 150 $PY bench/generation_paper.py --device cuda --batch 64 256 512 --baseline-clips 4 \
     --out "$O/generation_paper.json" 2>&1 | tail -50
-
-  log "train step, torch.compile, batch 256"
+}
+gen_large() {
+  timeout 120 $PY bench/generation_paper.py --device cuda --batch 512 1024 --baseline-clips 2 \
+    --profile "$O/profile_beam.txt" --out "$O/generation_paper2.json" 2>&1 | tail -50
+}
+compile256() {
   timeout 240 $PY $T --compile --batch-size 256 --steps 15 --warmup 4 --out "$O/train_b256_compile.json" 2>&1 | tail -25
-
-  log "data path, 12 workers, batch 256"
+}
+compile_profile() {
+  timeout 180 $PY $T --compile --batch-size 256 --steps 15 --warmup 4 --profile "$O/profile_b256_compile.txt" \
+    --out "$O/train_b256_compile2.json" 2>&1 | tail -25
+}
+compile512() {
+  timeout 140 $PY $T --compile --batch-size 512 --steps 8 --warmup 3 --out "$O/train_b512_compile.json" 2>&1 | tail -25
+}
+loader() {
   timeout 90 $PY bench/train_throughput.py --loader --workers 12 --batch-size 256 --steps 10 --warmup 2 \
     --clips 64 --out "$O/loader.json" 2>&1 | tail -15
+}
+
+{
+  log "machine"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  nproc
+  $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  for s in $STAGES; do
+    log "$s"
+    $s
+  done
   log "done"
 } 2>&1 | tee "$O/log.txt"

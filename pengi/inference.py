@@ -270,7 +270,8 @@ def beam_search(
     temp = temperature if temperature > 0 else 1.0
 
     def log_probs(logits: torch.Tensor) -> torch.Tensor:
-        logits = logits / temp
+        if temp != 1.0:
+            logits = logits / temp
         if reference_compat:
             return torch.softmax(logits, dim=-1).log()  # the reference's order: softmax, then log
         return torch.log_softmax(logits, dim=-1)
@@ -340,9 +341,12 @@ def beam_search(
         if bool(stopped.any()):
             logp = logp.masked_fill(stopped[..., None], float("-inf"))
             logp[..., filler] = torch.where(stopped, 0.0, logp[..., filler])
-        total = scores[..., None] + logp  # (A, K, V)
+        # rank = (score + log-prob) [/ length], built in place: logp is this step's own
+        # (A, K, V) float32 tensor, and at GPT-2 size each full-vocabulary pass is ~0.5 GB
+        rank = logp.add_(scores[..., None])  # (A, K, V) total log-prob
         lengths = lengths + (~stopped).float()
-        rank = total / lengths[..., None] if length_normalise else total
+        if length_normalise:
+            rank = rank.div_(lengths[..., None])
         top_val, top_idx = rank.reshape(A, K * V).topk(K, dim=-1)  # beam-major flat top-K
         src = top_idx // V  # (A, K) parent beam
         tok = top_idx % V
@@ -507,7 +511,7 @@ def score_continuations(
     candidates: Sequence[Sequence[int]],
     prefix_mask: torch.Tensor | None = None,
     *,
-    max_logits: int = 2**25,
+    max_logits: int | None = None,
 ) -> ContinuationScores:
     """Log-likelihood ranking (paper Fig. 3): score every candidate after one shared prefix.
 
@@ -520,7 +524,9 @@ def score_continuations(
     Args:
         candidates: N token-id sequences (e.g. from :func:`tokenize_candidates`).
         max_logits: clips are processed in chunks so that one chunk's candidate logits hold
-            at most this many floats (memory bound for large vocabularies).
+            at most this many floats (memory bound for large vocabularies). Default: 2**25
+            (128 MB of float32) on CPU, 2**28 (1 GiB) on CUDA, where small chunks leave the
+            device idle (paper-size model, 50 classes: 3 clips per chunk at 2**25).
 
     Returns:
         :class:`ContinuationScores` with ``(B, N)`` sums and means.
@@ -537,6 +543,8 @@ def score_continuations(
         cand[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
     cand_mask = torch.arange(L, device=device)[None, :] < lengths[:, None]  # (N, L)
 
+    if max_logits is None:
+        max_logits = 2**28 if device.type == "cuda" else 2**25
     vocab = lm.get_input_embeddings().weight.shape[0]
     per_clip = Nc * max(L - 1, 1) * vocab
     chunk = max(1, max_logits // per_clip)
