@@ -11,7 +11,9 @@ Measured in one run, on one device:
 
 1. the baseline: the reference ``_generate_beam`` algorithm (``bench/generation.py``), one clip
    at a time, the whole sequence recomputed at every step;
-2. the project's path (prefix + ``beam_search``) at each ``--batch`` size, and greedy;
+2. the project's path (prefix + ``beam_search``) at each ``--batch`` size, and greedy; the same
+   beam search with transformers' own KV cache (``RESERVE_KV_CACHE = False``: ``torch.cat`` per
+   step) and, on CUDA, with the LM's weights cast to bf16 instead of autocast;
 3. 50-class log-likelihood scoring (:func:`pengi.inference.score_continuations`) per clip,
    relative to one beam-5 caption at the same batch size.
 
@@ -83,6 +85,7 @@ def main() -> int:
     ap.add_argument("--out", help="also write the result as JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from pengi import inference
     from pengi.inference import beam_search, score_continuations
 
     device = torch.device(args.device)
@@ -172,6 +175,11 @@ def main() -> int:
         out, s_beam = timed(device, lambda: [caption(w, K) for _ in range(reps)])
         _, s_greedy = timed(device, lambda: [caption(w, 1) for _ in range(reps)])
         _, s_ll = timed(device, lambda: [loglik(w) for _ in range(reps)])
+        # the same search with transformers' own cache (torch.cat per step), for comparison
+        inference.RESERVE_KV_CACHE = False
+        caption(w, K)
+        _, s_cat = timed(device, lambda: [caption(w, K) for _ in range(reps)])
+        inference.RESERVE_KV_CACHE = True
         if lm16 is not None:
             caption16(w, K)  # warm-up
             _, s_beam16 = timed(device, lambda: [caption16(w, K) for _ in range(reps)])
@@ -181,6 +189,7 @@ def main() -> int:
             "clips": clips,
             "prefix_clips_per_s": round(clips / s_prefix, 1),
             "beam_clips_per_s": round(clips / s_beam, 1),
+            "beam_cat_cache_clips_per_s": round(clips / s_cat, 1),
             "greedy_clips_per_s": round(clips / s_greedy, 1),
             "loglik_clips_per_s": round(clips / s_ll, 1),
             "loglik_over_caption": round(s_ll / s_beam, 3),

@@ -136,6 +136,42 @@ def test_batched_equals_one_clip_at_a_time(parity, variant, stop_id, temperature
 
 
 @needs_fixture
+def test_reserved_kv_cache_appends_in_place_and_changes_no_decision(parity, monkeypatch):
+    """The reserved cache (no torch.cat per step) decodes exactly what transformers' cache does,
+    with padded prefixes, clips leaving the batch early and beams reordered every step."""
+    import pengi.inference as inf
+
+    lm, _, out, _ = parity
+    prefix = torch.cat([out["prefix_model"], out["prefix_wrapper"]])  # (4, 8, D)
+    mask = torch.ones(4, 8, dtype=torch.long)
+    mask[1, :3] = 0
+    mask[3, 6:] = 0
+    # greedy with clip 0's first token as the stop id: clip 0 leaves the batch after one step
+    first = int(beam_search(lm, prefix, mask, beam_size=1, max_new_tokens=1, stop_token_ids=906).tokens[0, 0, 0])
+    settings = [(3, 403), (3, 906), (1, first)]
+    runs = {}
+    for reserve in (True, False):
+        monkeypatch.setattr(inf, "RESERVE_KV_CACHE", reserve)
+        for k, stop in settings:
+            runs[reserve, k, stop] = beam_search(lm, prefix, mask, beam_size=k, max_new_tokens=8, stop_token_ids=stop)
+    assert runs[True, 1, first].lengths[0, 0] == 1 and runs[True, 1, first].lengths[1:, 0].max() > 2
+    for k, stop in settings:
+        a, b = runs[True, k, stop], runs[False, k, stop]
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.lengths, b.lengths)
+        torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-6)
+    # the layers really are replaced, and appending writes into the reserved buffer
+    monkeypatch.setattr(inf, "RESERVE_KV_CACHE", True)
+    _, cache = inf.lm_forward(lm, prefix, None, None, last_only=True)
+    inf._reserve_kv(cache, 4)
+    layer = cache.layers[0]
+    assert type(layer).__name__ == "ReservedDynamicLayer" and layer._bk.shape[-2] == 8 + 4
+    ptr = layer._bk.data_ptr()
+    emb = lm.get_input_embeddings()(torch.tensor([[1], [2], [3], [4]]))
+    inf.lm_forward(lm, emb, None, torch.full((4, 1), 8), cache)
+    assert layer._bk.data_ptr() == ptr and cache.get_seq_length() == 9
+
+
+@needs_fixture
 def test_variable_length_prefixes_in_a_batch(parity):
     """A shorter, padded prefix gives in a batch what it gives alone (right and left padding)."""
     lm, _, out, _ = parity
