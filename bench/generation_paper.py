@@ -30,18 +30,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
 import json
 import logging
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generation import reference_generate_beam  # noqa: E402  (bench/ is not a package)
+from generation import reference_generate_beam, timed  # bench/ is not a package: found via sys.path
+from train_throughput import build_step_model
 
 log = logging.getLogger("bench.generation_paper")
 
@@ -50,25 +49,15 @@ CLIP_SECONDS = 7.0
 
 
 def build_model(device: torch.device):
-    from pengi.checkpoint import reference_config
-    from pengi.config import AudioConfig
-    from pengi.models import Pengi
-
-    _, cfg = reference_config("base")
-    cfg = dataclasses.replace(cfg, htsat=dataclasses.replace(cfg.htsat, num_classes=0))
-    model = Pengi(AudioConfig(), cfg).eval().to(device)
+    """The paper-size Pengi of ``bench/train_throughput.py`` (4-layer mappers), in eval mode."""
+    model = build_step_model(mapper_layers=4)[0].model.eval().to(device)
     model.lm.use_attention_for(device)
     return model
 
 
-def timed(device: torch.device, fn):
-    """``(result, seconds)`` of ``fn()``, the device synchronised before and after."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    out = fn()
-    sync()
-    return out, time.perf_counter() - t
+def seconds(fn) -> float:
+    """Wall seconds of ``fn()`` (``generation.timed`` synchronises CUDA before and after)."""
+    return timed(fn)[1]
 
 
 def main() -> int:
@@ -115,8 +104,8 @@ def main() -> int:
 
     @torch.no_grad()
     def caption(w: torch.Tensor, k: int):
+        p = prefix(w)
         with amp():
-            p = model.prefix(w, prompt_features=feature.expand(w.shape[0], -1))
             return beam_search(lm, p, beam_size=k, max_new_tokens=N, stop_token_ids=stop)
 
     # variant: the LM's weights cast to bf16 once (no per-step autocast casts), prefix under autocast
@@ -124,14 +113,12 @@ def main() -> int:
 
     @torch.no_grad()
     def caption16(w: torch.Tensor, k: int):
-        with amp():
-            p = model.prefix(w, prompt_features=feature.expand(w.shape[0], -1))
-        return beam_search(lm16, p.to(torch.bfloat16), beam_size=k, max_new_tokens=N, stop_token_ids=stop)
+        return beam_search(lm16, prefix(w).to(torch.bfloat16), beam_size=k, max_new_tokens=N, stop_token_ids=stop)
 
     @torch.no_grad()
     def loglik(w: torch.Tensor):
+        p = prefix(w)
         with amp():
-            p = model.prefix(w, prompt_features=feature.expand(w.shape[0], -1))
             return score_continuations(lm, p, cands)
 
     result: dict = {
@@ -153,8 +140,8 @@ def main() -> int:
     for i in range(args.baseline_clips):
         p = prefix(w[i : i + 1])
         with amp():
-            _, s = timed(device, lambda p=p: reference_generate_beam(lm, p, K, N, 1.0, stop))
-        _, s_p = timed(device, lambda i=i: prefix(w[i : i + 1]))
+            s = seconds(lambda p=p: reference_generate_beam(lm, p, K, N, 1.0, stop))
+        s_p = seconds(lambda i=i: prefix(w[i : i + 1]))
         per.append(s + s_p)
     if per:
         result["baseline"] = {
@@ -171,18 +158,18 @@ def main() -> int:
         w = waves(B)
         caption(w, K), loglik(w), caption(w, 1)  # warm-up (kernels, allocator) at this shape
         reps = max(1, n // B)
-        _, s_prefix = timed(device, lambda: [prefix(w) for _ in range(reps)])
-        out, s_beam = timed(device, lambda: [caption(w, K) for _ in range(reps)])
-        _, s_greedy = timed(device, lambda: [caption(w, 1) for _ in range(reps)])
-        _, s_ll = timed(device, lambda: [loglik(w) for _ in range(reps)])
+        s_prefix = seconds(lambda: [prefix(w) for _ in range(reps)])
+        out, s_beam, _ = timed(lambda: [caption(w, K) for _ in range(reps)])
+        s_greedy = seconds(lambda: [caption(w, 1) for _ in range(reps)])
+        s_ll = seconds(lambda: [loglik(w) for _ in range(reps)])
         # the same search with transformers' own cache (torch.cat per step), for comparison
         inference.RESERVE_KV_CACHE = False
         caption(w, K)
-        _, s_cat = timed(device, lambda: [caption(w, K) for _ in range(reps)])
+        s_cat = seconds(lambda: [caption(w, K) for _ in range(reps)])
         inference.RESERVE_KV_CACHE = True
         if lm16 is not None:
             caption16(w, K)  # warm-up
-            _, s_beam16 = timed(device, lambda: [caption16(w, K) for _ in range(reps)])
+            s_beam16 = seconds(lambda: [caption16(w, K) for _ in range(reps)])
         clips = B * reps
         run = {
             "batch": B,
@@ -209,7 +196,7 @@ def main() -> int:
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=acts) as prof:
-            timed(device, lambda: caption(w, K))
+            seconds(lambda: caption(w, K))
         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         Path(args.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=60) + "\n")
     text = json.dumps(result, indent=2)

@@ -122,7 +122,7 @@ def _positions(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 # Beam search appends one position per step to every layer's KV cache. transformers'
 # ``DynamicLayer`` does that with ``torch.cat`` (a copy of the whole cache per step): on an H100
-# at batch 512 x beam 5 the concatenations took 50 % of the device time of a paper-size caption
+# at batch 1,024 x beam 5 the concatenations took 50 % of the device time of a paper-size caption
 # run (bench/RESULTS_generation.md, GPU profile). Reserved layers append into spare capacity.
 RESERVE_KV_CACHE = True
 

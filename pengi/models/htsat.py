@@ -241,7 +241,7 @@ class SpecAugment(nn.Module):
         if not self.training:
             return x
         B = x.shape[0]
-        keep = torch.ones_like(x)
+        keep: torch.Tensor | float = 1.0  # becomes (B, T, 1) * (B, 1, F)
         for dim, width, stripes in self.specs:
             total = x.shape[dim]
             w = torch.randint(0, width, (B, stripes), device=x.device)  # (B, S)

@@ -202,7 +202,6 @@ class Pengi(PretrainedMixin, nn.Module):
         tmask = target_mask.long() if target_mask is not None else torch.ones_like(target_ids)
         masks.append(tmask)
         inputs = torch.cat(embeds, dim=1)  # (B, L, D)
-        mask = torch.cat(masks, dim=1)  # (B, L)
         labels = torch.where(tmask.bool(), target_ids, IGNORE_INDEX)  # (B, Lt)
         if extra_ids is None:
             # Only the targets can be padded, and only on the right (the documented contract, the
@@ -212,7 +211,8 @@ class Pengi(PretrainedMixin, nn.Module):
             attn, positions = None, None
         else:
             # Padding inside the extra text must not shift the positions of what follows.
-            attn, positions = mask, (mask.cumsum(dim=1) - 1).clamp(min=0)
+            attn = torch.cat(masks, dim=1)  # (B, L)
+            positions = (attn.cumsum(dim=1) - 1).clamp(min=0)
         Lt = target_ids.shape[1]
         # Target j sits at position n_context + j and is predicted from the position before it:
         # the last Lt + 1 positions minus the very last one.
