@@ -12,8 +12,9 @@ Measured in one run, on one device:
 1. the baseline: the reference ``_generate_beam`` algorithm (``bench/generation.py``), one clip
    at a time, the whole sequence recomputed at every step;
 2. the project's path (prefix + ``beam_search``) at each ``--batch`` size, and greedy; the same
-   beam search with transformers' own KV cache (``RESERVE_KV_CACHE = False``: ``torch.cat`` per
-   step) and, on CUDA, with the LM's weights cast to bf16 instead of autocast;
+   beam search with the prefix's keys and values copied per beam (``SHARE_PREFIX_KV = False``)
+   and with transformers' own KV cache (also ``RESERVE_KV_CACHE = False``: ``torch.cat`` per
+   step), and, on CUDA, with the LM's weights cast to bf16 instead of autocast;
 3. 50-class log-likelihood scoring (:func:`pengi.inference.score_continuations`) per clip,
    relative to one beam-5 caption at the same batch size.
 
@@ -53,6 +54,21 @@ def build_model(device: torch.device):
     model = build_step_model(mapper_layers=4)[0].model.eval().to(device)
     model.lm.use_attention_for(device)
     return model
+
+
+@contextlib.contextmanager
+def cache_mode(mode: str):
+    """``shared`` (the default: one prefix copy per clip), ``per_row`` (a prefix copy per beam
+    or candidate, reserved capacity) or ``transformers`` (its DynamicCache: torch.cat per step)."""
+    from pengi import inference
+
+    saved = inference.SHARE_PREFIX_KV, inference.RESERVE_KV_CACHE
+    inference.SHARE_PREFIX_KV = mode == "shared"
+    inference.RESERVE_KV_CACHE = mode in ("shared", "per_row")
+    try:
+        yield
+    finally:
+        inference.SHARE_PREFIX_KV, inference.RESERVE_KV_CACHE = saved
 
 
 def seconds(fn) -> float:
@@ -162,11 +178,15 @@ def main() -> int:
         out, s_beam, _ = timed(lambda: [caption(w, K) for _ in range(reps)])
         s_greedy = seconds(lambda: [caption(w, 1) for _ in range(reps)])
         s_ll = seconds(lambda: [loglik(w) for _ in range(reps)])
-        # the same search with transformers' own cache (torch.cat per step), for comparison
-        inference.RESERVE_KV_CACHE = False
-        caption(w, K)
-        s_cat = seconds(lambda: [caption(w, K) for _ in range(reps)])
-        inference.RESERVE_KV_CACHE = True
+        # the same search with the prefix copied per beam (reserved capacity), and with
+        # transformers' own cache (prefix per beam, torch.cat per step), for comparison
+        with cache_mode("per_row"):
+            caption(w, K), loglik(w)
+            s_row = seconds(lambda: [caption(w, K) for _ in range(reps)])
+            s_ll_row = seconds(lambda: [loglik(w) for _ in range(reps)])
+        with cache_mode("transformers"):
+            caption(w, K)
+            s_cat = seconds(lambda: [caption(w, K) for _ in range(reps)])
         if lm16 is not None:
             caption16(w, K)  # warm-up
             s_beam16 = seconds(lambda: [caption16(w, K) for _ in range(reps)])
@@ -176,7 +196,9 @@ def main() -> int:
             "clips": clips,
             "prefix_clips_per_s": round(clips / s_prefix, 1),
             "beam_clips_per_s": round(clips / s_beam, 1),
+            "beam_per_row_cache_clips_per_s": round(clips / s_row, 1),
             "beam_cat_cache_clips_per_s": round(clips / s_cat, 1),
+            "loglik_per_row_cache_clips_per_s": round(clips / s_ll_row, 1),
             "greedy_clips_per_s": round(clips / s_greedy, 1),
             "loglik_clips_per_s": round(clips / s_ll, 1),
             "loglik_over_caption": round(s_ll / s_beam, 3),

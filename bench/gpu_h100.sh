@@ -8,7 +8,9 @@
 #   STAGES="gen compile_profile compile512" bash bench/gpu_h100.sh   # some stages
 #
 # Stages: smoke train64 train256 gen compile256 loader (the default, about 5 minutes of which
-# compilation is 2), and gen_large compile_profile compile512 (a second round).
+# compilation is 2), gen_large compile_profile compile512 (a second round), and kv (the three
+# KV-cache modes of the beam search and log-likelihood scoring, decoder alone). The next run's
+# plan: STAGES="smoke kv gen_large" (about 6 minutes).
 # If the image's transformers cannot run the project (smoke), a wheel carried in .whl/ is
 # installed into /tmp/site and used instead.
 set -u
@@ -42,8 +44,12 @@ gen() {
     --out "$O/generation_paper.json" 2>&1 | tail -50
 }
 gen_large() {
-  timeout 120 $PY bench/generation_paper.py --device cuda --batch 512 1024 --baseline-clips 2 \
+  timeout 200 $PY bench/generation_paper.py --device cuda --batch 512 1024 --baseline-clips 2 \
     --profile "$O/profile_beam.txt" --out "$O/generation_paper2.json" 2>&1 | tail -50
+}
+kv() {
+  timeout 200 $PY bench/kv_cache_modes.py --device cuda --dtype bf16 --batch 256 1024 --repeats 3 \
+    --out "$O/kv_cache_modes.json" 2>&1 | grep -v '^ ' | tail -12
 }
 compile256() {
   timeout 240 $PY $T --compile --batch-size 256 --steps 15 --warmup 4 --out "$O/train_b256_compile.json" 2>&1 | tail -25

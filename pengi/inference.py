@@ -18,6 +18,7 @@ serves both the parity mode and the default mode. Greedy decoding (``beam_size=1
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -28,6 +29,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from pengi import kv_cache
 
 logger = logging.getLogger(__name__)
 
@@ -120,72 +123,40 @@ def _positions(mask: torch.Tensor | None) -> torch.Tensor | None:
     return (mask.cumsum(1) - 1).clamp(min=0)
 
 
-# Beam search appends one position per step to every layer's KV cache. transformers'
-# ``DynamicLayer`` does that with ``torch.cat`` (a copy of the whole cache per step): on an H100
-# at batch 1,024 x beam 5 the concatenations took 50 % of the device time of a paper-size caption
-# run (bench/RESULTS_generation.md, GPU profile). Reserved layers append into spare capacity.
+# Decoding caches (pengi/kv_cache.py). transformers' ``DynamicLayer`` appends each step with
+# ``torch.cat`` (a copy of the whole cache per step) and holds the prefix once per beam: on an
+# H100 at batch 1,024 x beam 5 the concatenations alone took 50 % of the device time of a
+# paper-size caption run (bench/RESULTS_generation.md, GPU profile).
+# SHARE_PREFIX_KV: beams (and log-likelihood candidates) of one clip share one copy of the
+# prefix's keys and values, and a beam reorder copies only the generated positions.
+# RESERVE_KV_CACHE: where the prefix is not shared (greedy, or an LM that cannot switch its
+# attention function), appends go into reserved capacity instead of ``torch.cat``.
+SHARE_PREFIX_KV = True
 RESERVE_KV_CACHE = True
-
-
-@functools.cache
-def _reserved_layer_class() -> type | None:
-    """A ``DynamicLayer`` that appends into reserved capacity; None where transformers has no
-    per-layer cache classes (older releases keep working with their own cache)."""
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:
-        return None
-
-    class ReservedDynamicLayer(DynamicLayer):
-        """``keys`` / ``values`` are views ``[..., :n, :]`` of buffers with room for more positions."""
-
-        def _set(self, bk: torch.Tensor, bv: torch.Tensor, n: int) -> None:
-            self._bk, self._bv, self._n = bk, bv, n
-            self.keys, self.values = bk[..., :n, :], bv[..., :n, :]
-
-        def reserve(self, extra: int) -> None:
-            n = self.keys.shape[-2]
-            bk = self.keys.new_empty(*self.keys.shape[:-2], n + extra, self.keys.shape[-1])
-            bv = self.values.new_empty(*self.values.shape[:-2], n + extra, self.values.shape[-1])
-            bk[..., :n, :], bv[..., :n, :] = self.keys, self.values
-            self._set(bk, bv, n)
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            n, m = self._n, key_states.shape[-2]
-            if n + m > self._bk.shape[-2]:  # out of room: grow (not reached by beam_search)
-                self.reserve(max(m, n))
-            self._bk[..., n : n + m, :] = key_states
-            self._bv[..., n : n + m, :] = value_states
-            self._set(self._bk, self._bv, n + m)
-            return self.keys, self.values
-
-        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-            idx = beam_idx.to(self._bk.device)
-            self._set(self._bk.index_select(0, idx), self._bv.index_select(0, idx), self._n)
-
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            self._set(self._bk.repeat_interleave(repeats, 0), self._bv.repeat_interleave(repeats, 0), self._n)
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self._set(self._bk[indices], self._bv[indices], self._n)
-
-        def crop(self, tokens_to_remove: int) -> None:
-            super().crop(tokens_to_remove)
-            if self.is_initialized:
-                self._set(self._bk, self._bv, self.keys.shape[-2])
-
-    return ReservedDynamicLayer
 
 
 def _reserve_kv(cache: Any, extra: int) -> None:
     """Give every plain ``DynamicLayer`` of ``cache`` room for ``extra`` more positions."""
-    cls = _reserved_layer_class()
-    if not RESERVE_KV_CACHE or cls is None or extra < 1:
-        return
-    for layer in getattr(cache, "layers", ()):
-        if type(layer) is cls.__base__ and layer.is_initialized and layer.keys.numel():
-            layer.__class__ = cls
-            layer.reserve(extra)
+    if RESERVE_KV_CACHE:
+        kv_cache.reserve(cache, extra)
+
+
+def _rows_after_prefix(
+    lm: torch.nn.Module, cache: Any, group: int, extra: int, stack: contextlib.ExitStack
+) -> bool:
+    """Prepare ``cache`` (one row per clip) for ``group`` rows per clip and ``extra`` positions.
+
+    Shares the prefix across the rows when possible (the LM then runs the shared-prefix attention
+    until ``stack`` closes) and returns True; otherwise repeats it per row (reserved capacity)
+    and returns False."""
+    shareable = SHARE_PREFIX_KV and group > 1 and kv_cache.shareable(cache)
+    if shareable and stack.enter_context(kv_cache.shared_prefix_decoding(lm, cache)):
+        kv_cache.share_prefix(cache, group, extra)
+        return True
+    _reserve_kv(cache, extra)
+    if group > 1:
+        cache.batch_repeat_interleave(group)  # rows b*group + g
+    return False
 
 
 def _warn_if_training(lm: torch.nn.Module) -> None:
@@ -293,7 +264,9 @@ def beam_search(
     checkpoints decode as their authors saw them.
 
     In both modes clips are batched (K beams x B clips as one LM batch), the prefix is run once
-    and cached, clips whose beams have all stopped leave the batch (their results are frozen,
+    per clip and its keys and values are cached once per clip, shared by the clip's K beams
+    (:mod:`pengi.kv_cache`; ``SHARE_PREFIX_KV``), clips whose beams have all stopped leave the
+    batch (their results are frozen,
     as the reference's early break freezes them), and prefixes of different lengths are
     left-packed with an attention mask and per-row positions, so a clip gets the same result
     in a batch as alone.
@@ -346,92 +319,99 @@ def beam_search(
 
     packed, mask, n_real = _left_pack(prefix, prefix_mask)
     logits, cache = lm_forward(lm, packed, mask, _positions(mask), last_only=True)
-    _reserve_kv(cache, N - 1)  # the N - 1 cached steps after the first token
-    logp = log_probs(logits[:, -1])  # (B, V)
-    V = logp.shape[-1]
-    if K > V:
-        raise ValueError(f"beam_size {K} exceeds the vocabulary size {V}")
+    with contextlib.ExitStack() as stack:  # the LM's attention is restored when it closes
+        logp = log_probs(logits[:, -1])  # (B, V)
+        V = logp.shape[-1]
+        if K > V:
+            raise ValueError(f"beam_size {K} exceeds the vocabulary size {V}")
 
-    # ---- step 1: the top-K tokens of the single row start K beams (B, K)
-    scores, first = logp.topk(K, dim=-1)
-    tokens = first[..., None]  # (B, K, 1)
-    lengths = torch.ones(B, K, device=device)
-    stopped = torch.isin(first, stop_t)
-    cache.batch_repeat_interleave(K)  # rows b*K + k
-    if mask is not None:
-        mask = mask.repeat_interleave(K, dim=0)  # (B*K, P)
-    next_pos = n_real.repeat_interleave(K)  # (B*K,) position of the next token
+        # ---- step 1: the top-K tokens of the single row start K beams (B, K)
+        scores, first = logp.topk(K, dim=-1)
+        tokens = first[..., None]  # (B, K, 1)
+        lengths = torch.ones(B, K, device=device)
+        stopped = torch.isin(first, stop_t)
+        # the N - 1 cached steps after the first token; rows b*K + k
+        shared = _rows_after_prefix(lm, cache, K, N - 1, stack)
+        if mask is not None:
+            mask = mask.repeat_interleave(K, dim=0)  # (B*K, P)
+        next_pos = n_real.repeat_interleave(K)  # (B*K,) position of the next token
 
-    out_tokens = torch.full((B, K, N), filler, dtype=torch.long, device=device)
-    out_lengths = torch.zeros(B, K, dtype=torch.long, device=device)
-    out_scores = torch.zeros(B, K, device=device)
-    active = torch.arange(B, device=device)  # clip ids still in the LM batch
-    steps_run = 1
+        out_tokens = torch.full((B, K, N), filler, dtype=torch.long, device=device)
+        out_lengths = torch.zeros(B, K, dtype=torch.long, device=device)
+        out_scores = torch.zeros(B, K, device=device)
+        active = torch.arange(B, device=device)  # clip ids still in the LM batch
+        steps_run = 1
 
-    def freeze(rows: torch.Tensor) -> None:
-        # rows index the active set; write those clips' state to the outputs
-        clips = active[rows]
-        t = tokens.shape[-1]
-        out_tokens[clips, :, :t] = tokens[rows]
-        out_lengths[clips] = lengths[rows].long()
-        out_scores[clips] = scores[rows]
+        def freeze(rows: torch.Tensor) -> None:
+            # rows index the active set; write those clips' state to the outputs
+            clips = active[rows]
+            t = tokens.shape[-1]
+            out_tokens[clips, :, :t] = tokens[rows]
+            out_lengths[clips] = lengths[rows].long()
+            out_scores[clips] = scores[rows]
 
-    for step in range(2, N + 1):
-        done = stopped.all(dim=1)  # (A,)
-        if bool(done.any()):
-            freeze(done.nonzero().squeeze(1))
-            keep = (~done).nonzero().squeeze(1)
-            if keep.numel() == 0:
-                break
-            rows = (keep[:, None] * K + torch.arange(K, device=device)).reshape(-1)
-            cache.reorder_cache(rows)  # index_select: shrinks the cache to the live clips
-            active, tokens, lengths, scores, stopped = (
-                active[keep], tokens[keep], lengths[keep], scores[keep], stopped[keep]
-            )
+        for step in range(2, N + 1):
+            done = stopped.all(dim=1)  # (A,)
+            if bool(done.any()):
+                freeze(done.nonzero().squeeze(1))
+                keep = (~done).nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                rows = (keep[:, None] * K + torch.arange(K, device=device)).reshape(-1)
+                if shared:
+                    kv_cache.select_clips(cache, keep)
+                else:
+                    cache.reorder_cache(rows)  # index_select: shrinks the cache to the live clips
+                active, tokens, lengths, scores, stopped = (
+                    active[keep], tokens[keep], lengths[keep], scores[keep], stopped[keep]
+                )
+                next_pos = next_pos[rows]
+                if mask is not None:
+                    mask = mask[rows]
+            A = active.numel()
+            steps_run = step
+
+            # ---- one cached LM step on the last token of every beam (A*K, 1, D)
+            last = tokens[:, :, -1].reshape(-1)
+            emb = _embed_tokens(lm, last, packed.dtype)[:, None, :]
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                pos = next_pos[:, None]
+            else:
+                pos = None  # reference path: the LM counts positions from its cache
+            logits, cache = lm_forward(lm, emb, mask, pos, cache, last_only=True)
+            logp = log_probs(logits[:, -1]).view(A, K, V)
+            next_pos = next_pos + 1
+
+            # stopped beams: one candidate, the filler token, at log-prob 0 (score frozen)
+            if bool(stopped.any()):
+                logp = logp.masked_fill(stopped[..., None], float("-inf"))
+                logp[..., filler] = torch.where(stopped, 0.0, logp[..., filler])
+            # rank = (score + log-prob) [/ length], built in place: logp is this step's own
+            # (A, K, V) float32 tensor, and at GPT-2 size each full-vocabulary pass is ~0.5 GB
+            rank = logp.add_(scores[..., None])  # (A, K, V) total log-prob
+            lengths = lengths + (~stopped).float()
+            if length_normalise:
+                rank = rank.div_(lengths[..., None])
+            top_val, top_idx = rank.reshape(A, K * V).topk(K, dim=-1)  # beam-major flat top-K
+            src = top_idx // V  # (A, K) parent beam
+            tok = top_idx % V
+            lengths = lengths.gather(1, src)
+            stopped = stopped.gather(1, src)
+            tokens = torch.cat([tokens.gather(1, src[..., None].expand_as(tokens)), tok[..., None]], dim=2)
+            scores = top_val * lengths if length_normalise else top_val
+            rows = (torch.arange(A, device=device)[:, None] * K + src).reshape(-1)
+            if shared:
+                kv_cache.reorder_rows(cache, rows)  # the generated positions only
+            elif K > 1:  # greedy: every row is its own parent
+                cache.reorder_cache(rows)
             next_pos = next_pos[rows]
             if mask is not None:
                 mask = mask[rows]
-        A = active.numel()
-        steps_run = step
+            stopped = stopped | torch.isin(tok, stop_t)
 
-        # ---- one cached LM step on the last token of every beam (A*K, 1, D)
-        last = tokens[:, :, -1].reshape(-1)
-        emb = _embed_tokens(lm, last, packed.dtype)[:, None, :]
-        if mask is not None:
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            pos = next_pos[:, None]
-        else:
-            pos = None  # reference path: the LM counts positions from its cache
-        logits, cache = lm_forward(lm, emb, mask, pos, cache, last_only=True)
-        logp = log_probs(logits[:, -1]).view(A, K, V)
-        next_pos = next_pos + 1
-
-        # stopped beams: one candidate, the filler token, at log-prob 0 (score frozen)
-        if bool(stopped.any()):
-            logp = logp.masked_fill(stopped[..., None], float("-inf"))
-            logp[..., filler] = torch.where(stopped, 0.0, logp[..., filler])
-        # rank = (score + log-prob) [/ length], built in place: logp is this step's own
-        # (A, K, V) float32 tensor, and at GPT-2 size each full-vocabulary pass is ~0.5 GB
-        rank = logp.add_(scores[..., None])  # (A, K, V) total log-prob
-        lengths = lengths + (~stopped).float()
-        if length_normalise:
-            rank = rank.div_(lengths[..., None])
-        top_val, top_idx = rank.reshape(A, K * V).topk(K, dim=-1)  # beam-major flat top-K
-        src = top_idx // V  # (A, K) parent beam
-        tok = top_idx % V
-        lengths = lengths.gather(1, src)
-        stopped = stopped.gather(1, src)
-        tokens = torch.cat([tokens.gather(1, src[..., None].expand_as(tokens)), tok[..., None]], dim=2)
-        scores = top_val * lengths if length_normalise else top_val
-        rows = (torch.arange(A, device=device)[:, None] * K + src).reshape(-1)
-        cache.reorder_cache(rows)
-        next_pos = next_pos[rows]
-        if mask is not None:
-            mask = mask[rows]
-        stopped = stopped | torch.isin(tok, stop_t)
-
-    if active.numel():
-        freeze(torch.arange(active.numel(), device=device))
+        if active.numel():
+            freeze(torch.arange(active.numel(), device=device))
 
     final = out_scores / out_lengths.float() if length_normalise else out_scores  # (B, K)
     order = torch.sort(final, dim=1, descending=True, stable=True).indices
@@ -585,9 +565,11 @@ def score_continuations(
     """Log-likelihood ranking (paper Fig. 3): score every candidate after one shared prefix.
 
     The prefix runs once per clip (KV cache); its last position gives the first token's
-    log-prob. The cache is then repeated N times and all candidates run as one batch of N
-    short sequences (right-padded, masked), so the cost is one prefix pass plus
-    ``N x (L-1)`` cached token positions, not N full passes. The last candidate token is
+    log-prob. All candidates then run as one batch of N short sequences (right-padded,
+    masked) that attend to one shared copy of the prefix's keys and values
+    (:mod:`pengi.kv_cache`; a per-candidate copy where the LM cannot switch attention
+    functions), so the cost is one prefix pass plus ``N x (L-1)`` cached token positions,
+    not N full passes. The last candidate token is
     never fed (its logits are not needed).
 
     Args:
@@ -642,13 +624,14 @@ def _score_chunk(
     first = torch.log_softmax(logits[:, -1], dim=-1)[:, cand[:, 0]]  # (B, N)
     if L == 1:
         return first
-    cache.batch_repeat_interleave(Nc)  # rows b*N + n
     feed = cand[:, :-1].repeat(B, 1)  # (B*N, L-1): every token but the last
     feed_mask = cand_mask[:, :-1].repeat(B, 1).long()
     attn = torch.cat([mask.repeat_interleave(Nc, dim=0), feed_mask], dim=1)  # (B*N, P+L-1)
     pos = n_real.repeat_interleave(Nc)[:, None] + torch.arange(L - 1, device=cand.device)[None, :]
     emb = _embed_tokens(lm, feed, packed.dtype)  # (B*N, L-1, D)
-    logits, _ = lm_forward(lm, emb, attn, pos, cache)
+    with contextlib.ExitStack() as stack:
+        _rows_after_prefix(lm, cache, Nc, L - 1, stack)  # rows b*N + n, the prefix shared if possible
+        logits, _ = lm_forward(lm, emb, attn, pos, cache)
     target = cand[:, 1:].repeat(B, 1)  # (B*N, L-1)
     # log_softmax at the targets only: gather - logsumexp, no second (B*N, L-1, V) tensor
     tok_lp = logits.gather(2, target[..., None]).squeeze(2) - torch.logsumexp(logits, dim=-1)

@@ -135,12 +135,36 @@ def test_batched_equals_one_clip_at_a_time(parity, variant, stop_id, temperature
         assert (both.scores[b] - one.scores[0]).abs().max().item() <= 1e-5
 
 
-@needs_fixture
-def test_reserved_kv_cache_appends_in_place_and_changes_no_decision(parity, monkeypatch):
-    """The reserved cache (no torch.cat per step) decodes exactly what transformers' cache does,
-    with padded prefixes, clips leaving the batch early and beams reordered every step."""
+def _set_cache_mode(monkeypatch, mode):
     import pengi.inference as inf
 
+    monkeypatch.setattr(inf, "SHARE_PREFIX_KV", mode == "shared")
+    monkeypatch.setattr(inf, "RESERVE_KV_CACHE", mode in ("shared", "reserved"))
+
+
+def _count_shared_attention(monkeypatch):
+    """Count calls of the shared-prefix attention (it must really run, not fall back)."""
+    import pengi.kv_cache as kc
+
+    calls = []
+    real = kc.shared_prefix_attention
+
+    def counting(module, query, key, *args, **kwargs):
+        layer = kc._ACTIVE.get().layers[module.layer_idx]
+        calls.append((type(layer).__name__, query.shape[0], layer.pk.shape[0], key.shape[-2]))
+        return real(module, query, key, *args, **kwargs)
+
+    monkeypatch.setattr(kc, "shared_prefix_attention", counting)
+    kc._register.cache_clear()
+    yield_calls = calls
+    return yield_calls
+
+
+@needs_fixture
+def test_kv_cache_modes_change_no_decision(parity, monkeypatch):
+    """The shared-prefix cache (beams of a clip attend to one copy of the prefix), the reserved
+    cache (no torch.cat per step) and transformers' own cache decode the same tokens and scores,
+    with padded prefixes, clips leaving the batch early and beams reordered every step."""
     lm, _, out, _ = parity
     prefix = torch.cat([out["prefix_model"], out["prefix_wrapper"]])  # (4, 8, D)
     mask = torch.ones(4, 8, dtype=torch.long)
@@ -148,19 +172,43 @@ def test_reserved_kv_cache_appends_in_place_and_changes_no_decision(parity, monk
     mask[3, 6:] = 0
     # greedy with clip 0's first token as the stop id: clip 0 leaves the batch after one step
     first = int(beam_search(lm, prefix, mask, beam_size=1, max_new_tokens=1, stop_token_ids=906).tokens[0, 0, 0])
-    settings = [(3, 403), (3, 906), (1, first)]
+    # beam 3 stopping on clip 0's three first tokens: all its beams stop at once, it leaves
+    tops = beam_search(lm, prefix, mask, beam_size=3, max_new_tokens=1, stop_token_ids=906).tokens[0, :, 0].tolist()
+    settings = [(3, 403), (3, 906), (1, first), (3, tuple(tops))]
+    cands = [[5, 9, 906], [11, 906], [200], [3, 4, 5, 6, 906]]
+    calls = _count_shared_attention(monkeypatch)
     runs = {}
-    for reserve in (True, False):
-        monkeypatch.setattr(inf, "RESERVE_KV_CACHE", reserve)
+    impl = lm.config._attn_implementation
+    for mode in ("shared", "reserved", "transformers"):
+        _set_cache_mode(monkeypatch, mode)
+        n0 = len(calls)
         for k, stop in settings:
-            runs[reserve, k, stop] = beam_search(lm, prefix, mask, beam_size=k, max_new_tokens=8, stop_token_ids=stop)
-    assert runs[True, 1, first].lengths[0, 0] == 1 and runs[True, 1, first].lengths[1:, 0].max() > 2
-    for k, stop in settings:
-        a, b = runs[True, k, stop], runs[False, k, stop]
-        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.lengths, b.lengths)
-        torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-6)
-    # the layers really are replaced, and appending writes into the reserved buffer
-    monkeypatch.setattr(inf, "RESERVE_KV_CACHE", True)
+            runs[mode, k, stop] = beam_search(lm, prefix, mask, beam_size=k, max_new_tokens=8, stop_token_ids=stop)
+        runs[mode, "loglik"] = score_continuations(lm, prefix, cands, mask).total
+        assert lm.config._attn_implementation == impl  # switched back after every call
+        assert (len(calls) > n0) == (mode == "shared")
+    # the shared attention saw K rows per clip over one prefix copy per clip, and clips leaving
+    assert {c[0] for c in calls} == {"SharedPrefixLayer"}
+    assert all(rows == clips * g for _, rows, clips, _ in calls for g in [rows // clips] if g in (3, 4, 5))
+    assert min(c[2] for c in calls) < 4 < max(c[1] for c in calls)
+    for k, stop in settings[2:]:
+        r = runs["shared", k, stop]
+        assert r.lengths[0].max() == 1 and r.lengths[1:].max() > 2
+    for mode in ("shared", "reserved"):
+        for k, stop in settings:
+            a, b = runs[mode, k, stop], runs["transformers", k, stop]
+            assert torch.equal(a.tokens, b.tokens) and torch.equal(a.lengths, b.lengths)
+            torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-6)
+        torch.testing.assert_close(runs[mode, "loglik"], runs["transformers", "loglik"], rtol=0, atol=1e-5)
+
+
+@needs_fixture
+def test_reserved_kv_cache_appends_in_place(parity, monkeypatch):
+    import pengi.inference as inf
+
+    lm, _, out, _ = parity
+    prefix = torch.cat([out["prefix_model"], out["prefix_wrapper"]])  # (4, 8, D)
+    _set_cache_mode(monkeypatch, "reserved")
     _, cache = inf.lm_forward(lm, prefix, None, None, last_only=True)
     inf._reserve_kv(cache, 4)
     layer = cache.layers[0]
@@ -169,6 +217,71 @@ def test_reserved_kv_cache_appends_in_place_and_changes_no_decision(parity, monk
     emb = lm.get_input_embeddings()(torch.tensor([[1], [2], [3], [4]]))
     inf.lm_forward(lm, emb, None, torch.full((4, 1), 8), cache)
     assert layer._bk.data_ptr() == ptr and cache.get_seq_length() == 9
+    before = layer.keys.clone()
+    cache.reorder_cache(torch.tensor([2, 2, 0]))  # copies the 9 filled positions, keeps the room
+    assert layer._bk.shape[-2] == 12 and torch.equal(layer.keys, before[[2, 2, 0]])
+
+
+def test_shared_prefix_cache_keeps_one_prefix_copy_per_clip():
+    """The shared layer holds the prefix once per clip, appends in place, reorders only the
+    rows' own positions, and a shrinking clip set keeps the right rows."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import pengi.kv_cache as kc
+    from pengi.inference import lm_forward
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128,
+    )  # fmt: skip
+    lm = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        _, cache = lm_forward(lm, torch.randn(3, 6, 32), None, None, last_only=True)
+    assert kc.shareable(cache) and kc.share_prefix(cache, 2, 4) and not kc.shareable(cache)
+    layer = cache.layers[1]
+    pk = layer.pk
+    assert pk.shape == (3, 2, 6, 8) and layer.gk.shape == (6, 2, 4, 8) and cache.get_seq_length() == 6
+    k1 = torch.randn(6, 2, 1, 8)
+    keys, _ = layer.update(k1, k1.clone(), 1)
+    assert keys.data_ptr() == layer.gk.data_ptr() and torch.equal(keys, k1) and layer.get_seq_length() == 7
+    layer.reorder_rows(torch.tensor([1, 1, 2, 3, 5, 4]))
+    assert layer.pk is pk and torch.equal(layer.keys, k1[[1, 1, 2, 3, 5, 4]])
+    layer.select_clips(torch.tensor([2, 0]))
+    assert torch.equal(layer.pk, pk[[2, 0]]) and torch.equal(layer.keys, k1[[1, 1, 2, 3, 5, 4]][[4, 5, 0, 1]])
+    with pytest.raises(NotImplementedError):
+        layer.reorder_cache(torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prefix_attention_on_a_grouped_kv_rope_lm(attn, monkeypatch):
+    """Grouped KV heads and RoPE (the default LM's architecture): shared and per-row caches agree."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, eos_token_id=7, bos_token_id=1,
+    )  # fmt: skip
+    cfg._attn_implementation = attn
+    lm = LlamaForCausalLM(cfg).eval()
+    prefix = torch.randn(3, 10, 32)
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, :4] = 0
+    calls = _count_shared_attention(monkeypatch)
+    res = {}
+    for mode in ("shared", "transformers"):
+        _set_cache_mode(monkeypatch, mode)
+        res[mode] = (
+            beam_search(lm, prefix, mask, beam_size=4, max_new_tokens=10),
+            score_continuations(lm, prefix, [[5, 9, 7], [11, 7], [200, 3, 7]], mask).total,
+        )
+        assert lm.config._attn_implementation == attn
+    assert calls and {c[0] for c in calls} == {"SharedPrefixLayer"}
+    a, b = res["shared"][0], res["transformers"][0]
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.lengths, b.lengths)
+    torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-5)
+    torch.testing.assert_close(res["shared"][1], res["transformers"][1], rtol=0, atol=1e-4)
 
 
 @needs_fixture
