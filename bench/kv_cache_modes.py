@@ -88,18 +88,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--beam-size", type=int, default=5)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument(
-        "--classes", type=int, default=50, help="log-likelihood candidates (0: skip)"
-    )
-    ap.add_argument(
-        "--candidate-len", type=int, default=4, help="tokens per candidate (with eos)"
-    )
+    ap.add_argument("--classes", type=int, default=50, help="log-likelihood candidates (0: skip)")
+    ap.add_argument("--candidate-len", type=int, default=4, help="tokens per candidate (with eos)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", help="also write the result as JSON here")
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     from pengi.inference import beam_search, score_continuations
 
@@ -108,31 +102,23 @@ def main(argv: list[str] | None = None) -> dict:
     lm = build_lm(args.lm, device, dtype)
     D, V = lm.config.hidden_size, lm.config.vocab_size
     g = torch.Generator().manual_seed(1)
-    cands = [
-        torch.randint(3, V, (args.candidate_len,), generator=g).tolist()
-        for _ in range(args.classes)
-    ]
+    cands = [torch.randint(3, V, (args.candidate_len,), generator=g).tolist() for _ in range(args.classes)]
     result = {
-        "command": "python bench/kv_cache_modes.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python bench/kv_cache_modes.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else "cpu",
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         },
         "lm": args.lm,
         "dtype": args.dtype,
         "runs": [],
     }
     for B in args.batch:
-        prefix = (torch.randn(B, args.prefix_len, D, generator=g) * 0.5).to(
-            device=device, dtype=dtype
-        )
+        prefix = (torch.randn(B, args.prefix_len, D, generator=g) * 0.5).to(device=device, dtype=dtype)
 
         def beam(prefix=prefix):
             return beam_search(
@@ -146,9 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         def loglik(prefix=prefix):
             return score_continuations(lm, prefix, cands)
 
-        secs: dict[str, dict[str, list[float]]] = {
-            m: {"beam": [], "loglik": []} for m in MODES
-        }
+        secs: dict[str, dict[str, list[float]]] = {m: {"beam": [], "loglik": []} for m in MODES}
         toks = {}
         for m in MODES:  # warm-up at this shape, and the tokens each mode decodes
             with cache_mode(m):
@@ -189,9 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
                     3,
                 )
         if device.type == "cuda":
-            run["max_memory_GiB"] = round(
-                torch.cuda.max_memory_allocated(device) / 2**30, 2
-            )
+            run["max_memory_GiB"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
             torch.cuda.reset_peak_memory_stats(device)
         result["runs"].append(run)
         log.info("batch %d: %s", B, json.dumps(run))

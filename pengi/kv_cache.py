@@ -31,9 +31,7 @@ from typing import Any
 import torch
 
 ATTN_NAME = "pengi_shared_prefix"
-_ACTIVE: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "pengi_shared_prefix_cache", default=None
-)
+_ACTIVE: contextvars.ContextVar[Any] = contextvars.ContextVar("pengi_shared_prefix_cache", default=None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,20 +57,14 @@ def reserved_layer_class() -> type | None:
 
         def reserve(self, extra: int) -> None:
             n = self.keys.shape[-2]
-            bk = self.keys.new_empty(
-                *self.keys.shape[:-2], n + extra, self.keys.shape[-1]
-            )
-            bv = self.values.new_empty(
-                *self.values.shape[:-2], n + extra, self.values.shape[-1]
-            )
+            bk = self.keys.new_empty(*self.keys.shape[:-2], n + extra, self.keys.shape[-1])
+            bv = self.values.new_empty(*self.values.shape[:-2], n + extra, self.values.shape[-1])
             bk[..., :n, :], bv[..., :n, :] = self.keys, self.values
             self._set(bk, bv, n)
 
         def update(self, key_states, value_states, *args, **kwargs):
             n, m = self._n, key_states.shape[-2]
-            if (
-                n + m > self._bk.shape[-2]
-            ):  # out of room: grow (not reached by beam_search)
+            if n + m > self._bk.shape[-2]:  # out of room: grow (not reached by beam_search)
                 self.reserve(max(m, n))
             self._bk[..., n : n + m, :] = key_states
             self._bv[..., n : n + m, :] = value_states
@@ -135,8 +127,7 @@ def _plain_layers(cache: Any, cls: type | None) -> list | None:
         return None
     layers = list(getattr(cache, "layers", ()) or ())
     if not layers or any(
-        type(lay) is not cls.__base__ or not lay.is_initialized or not lay.keys.numel()
-        for lay in layers
+        type(lay) is not cls.__base__ or not lay.is_initialized or not lay.keys.numel() for lay in layers
     ):
         return None
     return layers
@@ -202,9 +193,7 @@ def shared_layer_class() -> type | None:
         def select_clips(self, clips: torch.Tensor) -> None:
             """Keep clips ``clips`` (indices into the current clips) with all their rows."""
             G = self.group
-            rows = (clips[:, None] * G + torch.arange(G, device=clips.device)).reshape(
-                -1
-            )
+            rows = (clips[:, None] * G + torch.arange(G, device=clips.device)).reshape(-1)
             self.pk, self.pv = (
                 self.pk.index_select(0, clips),
                 self.pv.index_select(0, clips),
@@ -218,19 +207,13 @@ def shared_layer_class() -> type | None:
             self._set(gk, gv, t)
 
         def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-            raise NotImplementedError(
-                "a shared-prefix cache reorders with reorder_rows (within clips) or select_clips"
-            )
+            raise NotImplementedError("a shared-prefix cache reorders with reorder_rows (within clips) or select_clips")
 
         def batch_repeat_interleave(self, repeats: int) -> None:
-            raise NotImplementedError(
-                "a shared-prefix cache is already shared by its rows"
-            )
+            raise NotImplementedError("a shared-prefix cache is already shared by its rows")
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            raise NotImplementedError(
-                "a shared-prefix cache selects whole clips with select_clips"
-            )
+            raise NotImplementedError("a shared-prefix cache selects whole clips with select_clips")
 
         def crop(self, tokens_to_remove: int) -> None:
             raise NotImplementedError("a shared-prefix cache does not crop")
@@ -312,14 +295,10 @@ def shared_prefix_attention(
     s_pre = torch.einsum("agkrld,akpd->agkrlp", q, pk)  # (A, G, Hkv, rep, L, P)
     s_own = q @ key.view(A, G, Hkv, 1, t, D).transpose(-1, -2)  # (A, G, Hkv, rep, L, t)
     scores = torch.cat([s_pre, s_own], dim=-1).float()
-    if (
-        attention_mask is None and L > 1
-    ):  # no mask given: causal among the new positions
+    if attention_mask is None and L > 1:  # no mask given: causal among the new positions
         i = torch.arange(L, device=query.device)[:, None]
         own = torch.arange(t, device=query.device)[None, :] <= i + (t - L)
-        attention_mask = torch.cat([own.new_ones(L, P), own], dim=1)[None, None].expand(
-            R, 1, L, P + t
-        )
+        attention_mask = torch.cat([own.new_ones(L, P), own], dim=1)[None, None].expand(R, 1, L, P + t)
     if attention_mask is not None:
         m = attention_mask.reshape(A, G, 1, 1, L, P + t)  # broadcast over heads
         if m.dtype == torch.bool:
