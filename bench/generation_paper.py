@@ -87,6 +87,8 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=50)
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="bf16 autocast (CUDA) or fp32")
     ap.add_argument("--profile", help="write the top operators of one beam run at the last batch size here")
+    ap.add_argument("--compile-prefix", action="store_true",
+                    help="also time the prefix (audio tower + mappers) under torch.compile")  # fmt: skip
     ap.add_argument("--out", help="also write the result as JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -123,6 +125,13 @@ def main() -> int:
         p = prefix(w)
         with amp():
             return beam_search(lm, p, beam_size=k, max_new_tokens=N, stop_token_ids=stop)
+
+    cprefix = torch.compile(model.prefix) if args.compile_prefix else None
+
+    @torch.no_grad()
+    def prefix_compiled(w: torch.Tensor) -> torch.Tensor:
+        with amp():
+            return cprefix(w, prompt_features=feature.expand(w.shape[0], -1))
 
     # variant: the LM's weights cast to bf16 once (no per-step autocast casts), prefix under autocast
     lm16 = copy.deepcopy(lm).to(torch.bfloat16) if bf16 else None
@@ -175,6 +184,9 @@ def main() -> int:
         caption(w, K), loglik(w), caption(w, 1)  # warm-up (kernels, allocator) at this shape
         reps = max(1, n // B)
         s_prefix = seconds(lambda: [prefix(w) for _ in range(reps)])
+        if cprefix is not None:
+            s_compile = seconds(lambda: prefix_compiled(w))  # compiles for this batch shape
+            s_cprefix = seconds(lambda: [prefix_compiled(w) for _ in range(reps)])
         out, s_beam, _ = timed(lambda: [caption(w, K) for _ in range(reps)])
         s_greedy = seconds(lambda: [caption(w, 1) for _ in range(reps)])
         s_ll = seconds(lambda: [loglik(w) for _ in range(reps)])
@@ -204,6 +216,9 @@ def main() -> int:
             "loglik_over_caption": round(s_ll / s_beam, 3),
             "tokens_per_beam": int(out[-1].lengths[:, 0].float().mean()),
         }
+        if cprefix is not None:
+            run["prefix_compiled_clips_per_s"] = round(clips / s_cprefix, 1)
+            run["prefix_compile_s"] = round(s_compile, 1)
         if lm16 is not None:
             run["beam_bf16_weights_clips_per_s"] = round(clips / s_beam16, 1)
         if "baseline" in result:
