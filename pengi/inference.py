@@ -266,10 +266,9 @@ def beam_search(
     In both modes clips are batched (K beams x B clips as one LM batch), the prefix is run once
     per clip and its keys and values are cached once per clip, shared by the clip's K beams
     (:mod:`pengi.kv_cache`; ``SHARE_PREFIX_KV``), clips whose beams have all stopped leave the
-    batch (their results are frozen,
-    as the reference's early break freezes them), and prefixes of different lengths are
-    left-packed with an attention mask and per-row positions, so a clip gets the same result
-    in a batch as alone.
+    batch (their results are frozen, as the reference's early break freezes them), and
+    prefixes of different lengths are left-packed with an attention mask and per-row
+    positions, so a clip gets the same result in a batch as alone.
 
     Args:
         lm: causal LM with ``get_input_embeddings()``; used in eval mode, no gradients.
