@@ -10,7 +10,9 @@
 # Stages: smoke train64 train256 gen compile256 loader (the default, about 5 minutes of which
 # compilation is 2), gen_large compile_profile compile512 (a second round), and kv (the three
 # KV-cache modes of the beam search and log-likelihood scoring, decoder alone). The next run's
-# plan: STAGES="smoke kv gen_large" (about 7 minutes; gen_large also compiles the prefix).
+# plan, two calls: STAGES="smoke kv gen_large" (about 7 minutes; gen_large also compiles the
+# prefix), then STAGES="smoke compile256 compile256_norewrite" (about 5 minutes: the HTSAT
+# matrix rewrites, on and off).
 # If the image's transformers cannot run the project (smoke), a wheel carried in .whl/ is
 # installed into /tmp/site and used instead.
 set -u
@@ -53,6 +55,10 @@ kv() {
 }
 compile256() {
   timeout 240 $PY $T --compile --batch-size 256 --steps 15 --warmup 4 --out "$O/train_b256_compile.json" 2>&1 | tail -25
+}
+compile256_norewrite() {  # compile256 without the HTSAT matrix rewrites (as measured at stop 12)
+  timeout 240 $PY $T --compile --rewrite-devices "" --batch-size 256 --steps 15 --warmup 4 \
+    --out "$O/train_b256_compile_norewrite.json" 2>&1 | tail -25
 }
 compile_profile() {
   timeout 180 $PY $T --compile --batch-size 256 --steps 15 --warmup 4 --profile "$O/profile_b256_compile.txt" \

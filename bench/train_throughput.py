@@ -137,6 +137,7 @@ def bench_step(args) -> dict:
         "target_tokens": args.target_tokens,
         "bf16": use_bf16,
         "compile": args.compile and (args.compile_mode or "default"),
+        "htsat_matrix_rewrites_on": list(_rewrite_devices()),
         "attention": model.model.lm.model.config._attn_implementation,
         "warmup_steps": args.warmup,
         "warmup_seconds": round(warmup_s, 2),
@@ -232,6 +233,12 @@ def bench_data_path(args) -> dict:
     }
 
 
+def _rewrite_devices() -> tuple[str, ...]:
+    from pengi.models import htsat
+
+    return htsat.MATRIX_REWRITE_DEVICES
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -251,9 +258,16 @@ def main() -> None:
     parser.add_argument("--audio-dtype", default="float16", choices=("float16", "float32"),
                         help="what the loader ships (--loader; training ships float16)")  # fmt: skip
     parser.add_argument("--mapper-layers", type=int, default=4, help="per mapper (the authors' base model has 4)")
+    parser.add_argument("--rewrite-devices", default=None,
+                        help="HTSAT matrix rewrites on these device types, comma-separated ('' = none; "
+                             "default: pengi.models.htsat.MATRIX_REWRITE_DEVICES, CUDA)")  # fmt: skip
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.rewrite_devices is not None:
+        from pengi.models import htsat
+
+        htsat.MATRIX_REWRITE_DEVICES = tuple(d for d in args.rewrite_devices.split(",") if d)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):

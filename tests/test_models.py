@@ -66,6 +66,39 @@ def test_htsat_shapes_and_window_grid():
         h(torch.randn(1, 257, 16))
 
 
+def test_matrix_rewrites_of_resize_and_patch_embedding_change_nothing(monkeypatch):
+    """The bicubic time resize as ``W @ x`` and the 4 x 4 patch convolution as a ``linear``
+    compute what ``F.interpolate`` and ``Conv2d`` compute, forward and backward, and the step
+    still compiles to one graph."""
+    import pengi.models.htsat as H
+
+    W = H.bicubic_time_matrix(251, 256)
+    x = torch.randn(3, 1, 251, 16)
+    ref = F.interpolate(x, size=(256, 16), mode="bicubic", align_corners=True)
+    torch.testing.assert_close(W @ x, ref, rtol=0, atol=1e-5)
+    torch.manual_seed(0)
+    h = HTSAT(HTSAT_TINY, n_mels=16).train()
+    logmel = torch.randn(2, 251, 16)
+    monkeypatch.setattr(H, "MATRIX_REWRITE_DEVICES", ("cpu", "cuda"))  # default: CUDA only
+    runs = {}
+    for fast in (True, False):
+        monkeypatch.setattr(H, "MATMUL_TIME_RESIZE", fast)
+        monkeypatch.setattr(H, "GEMM_PATCH_EMBED", fast)
+        h.zero_grad()
+        torch.manual_seed(1)  # the same SpecAugment stripes
+        out = h(logmel)
+        (out.embedding.square().sum() + out.clipwise.sum()).backward()
+        runs[fast] = (out.embedding.detach(), {n: p.grad.clone() for n, p in h.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-5, atol=1e-5)
+    assert runs[True][1].keys() == runs[False][1].keys() and "patch_embed.proj.weight" in runs[True][1]
+    for name, grad in runs[True][1].items():
+        torch.testing.assert_close(grad, runs[False][1][name], rtol=1e-4, atol=1e-5, msg=name)
+    monkeypatch.setattr(H, "MATMUL_TIME_RESIZE", True)
+    monkeypatch.setattr(H, "GEMM_PATCH_EMBED", True)
+    explained = torch._dynamo.explain(h)(logmel)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
 def test_window_attention_equals_explicit_softmax():
     """SDPA with the bias + shift mask equals Swin's explicit ``softmax(q k^T * s + B + M) v``."""
     torch.manual_seed(0)

@@ -26,6 +26,28 @@ from pengi.config import HTSATConfig
 
 log = logging.getLogger(__name__)
 
+# Exact rewrites as matrix products (same function, float rounding aside). The H100 profile of
+# the compiled paper-size step (bench/RESULTS.md, section 1) found the bicubic resize's backward
+# (an atomic scatter, ``_unsafe_index_put``) and the patch convolution's backward with its
+# NCHW <-> NHWC conversions among the largest non-GEMM costs. Both are linear maps:
+# - MATMUL_TIME_RESIZE: the bicubic time resize as ``W @ x`` with ``W`` the resize of an identity
+#   (the mel axis maps 1:1), in float32 as the interpolation ran;
+# - GEMM_PATCH_EMBED: non-overlapping patches (stride = kernel, the paper's 4 x 4) as a reshape
+#   and one ``linear`` with the convolution's own weights, tokens out in row-major order.
+# They run on the device types in MATRIX_REWRITE_DEVICES: CUDA only, because on the 2-core CPU
+# they are no faster (paper-size tower, batch 4, forward + backward: 0.93 s vs 0.90 s) and the
+# unchanged CPU path keeps the embedded default's CPU-trained models bit for bit as they were.
+MATMUL_TIME_RESIZE = True
+GEMM_PATCH_EMBED = True
+MATRIX_REWRITE_DEVICES: tuple[str, ...] = ("cuda",)
+
+
+def bicubic_time_matrix(frames: int, target: int, device: torch.device | None = None) -> torch.Tensor:
+    """``(target, frames)`` float32 matrix of ``F.interpolate(..., mode="bicubic",
+    align_corners=True)`` along one axis: row ``i`` holds the weights of output frame ``i``."""
+    eye = torch.eye(frames, device=device, dtype=torch.float32)[None, None]  # (1, 1, frames, frames)
+    return F.interpolate(eye, size=(target, frames), mode="bicubic", align_corners=True)[0, 0]
+
 
 @dataclass
 class HTSATOutput:
@@ -215,6 +237,15 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.proj.kernel_size
+        rewrite = GEMM_PATCH_EMBED and x.device.type in MATRIX_REWRITE_DEVICES
+        if rewrite and self.proj.stride == k and self.proj.padding == (0, 0):
+            B, _, H, W = x.shape
+            h, w = H // k[0], W // k[1]
+            patches = x[..., : h * k[0], : w * k[1]].reshape(B, h, k[0], w, k[1]).permute(0, 1, 3, 2, 4)
+            weight = self.proj.weight.reshape(self.proj.out_channels, k[0] * k[1])
+            tokens = F.linear(patches.reshape(B, h * w, k[0] * k[1]), weight, self.proj.bias)  # (B, h*w, C)
+            return self.norm(tokens)
         x = self.proj(x)  # (B, C, H', W')
         return self.norm(x.flatten(2).transpose(1, 2))  # (B, H'*W', C)
 
@@ -318,11 +349,25 @@ class HTSAT(nn.Module):
         x = x[:, None]  # (B, 1, T, F)
         if T < self.target_frames:
             # Bicubic along time only (A = -0.75, align_corners): the mel bins map 1:1.
-            x = F.interpolate(x, size=(self.target_frames, Fm), mode="bicubic", align_corners=True)
+            if MATMUL_TIME_RESIZE and x.device.type in MATRIX_REWRITE_DEVICES:
+                W = self._resize_matrix(T, x.device)
+                with torch.autocast(x.device.type, enabled=False):
+                    x = torch.matmul(W, x.float())  # (target, T) @ (B, 1, T, F)
+            else:
+                x = F.interpolate(x, size=(self.target_frames, Fm), mode="bicubic", align_corners=True)
         # Fold: (B,1,ratio*S,F) -> (B,1,F,ratio,S) -> (B,1,ratio,F,S) -> (B,1,ratio*F,S): row = chunk*F + mel.
         S = self.cfg.spec_size
         x = x.permute(0, 1, 3, 2).reshape(B, 1, Fm, self.freq_ratio, S)
         return x.permute(0, 1, 3, 2, 4).reshape(B, 1, self.freq_ratio * Fm, S)
+
+    def _resize_matrix(self, frames: int, device: torch.device) -> torch.Tensor:
+        """The cached :func:`bicubic_time_matrix` to ``target_frames`` (not a buffer: a constant
+        of the input length, recomputed on demand, never in a checkpoint)."""
+        cache = self.__dict__.setdefault("_resize_cache", {})
+        key = (frames, str(device))
+        if key not in cache:
+            cache[key] = bicubic_time_matrix(frames, self.target_frames, device)
+        return cache[key]
 
     def forward_image(self, image: torch.Tensor) -> HTSATOutput:
         """(B, 1, S, S) -> :class:`HTSATOutput`."""
