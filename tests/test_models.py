@@ -97,6 +97,8 @@ def test_matrix_rewrites_of_resize_and_patch_embedding_change_nothing(monkeypatc
     monkeypatch.setattr(H, "GEMM_PATCH_EMBED", True)
     explained = torch._dynamo.explain(h)(logmel)
     assert explained.graph_count == 1 and explained.graph_break_count == 0
+    h16 = HTSAT(HTSAT_TINY, n_mels=16).eval().to(torch.bfloat16)  # weights in bf16, no autocast
+    assert h16(logmel.bfloat16()).embedding.dtype == torch.bfloat16
 
 
 def test_window_attention_equals_explicit_softmax():

@@ -352,7 +352,7 @@ class HTSAT(nn.Module):
             if MATMUL_TIME_RESIZE and x.device.type in MATRIX_REWRITE_DEVICES:
                 W = self._resize_matrix(T, x.device)
                 with torch.autocast(x.device.type, enabled=False):
-                    x = torch.matmul(W, x.float())  # (target, T) @ (B, 1, T, F)
+                    x = torch.matmul(W, x.float()).to(x.dtype)  # (target, T) @ (B, 1, T, F)
             else:
                 x = F.interpolate(x, size=(self.target_frames, Fm), mode="bicubic", align_corners=True)
         # Fold: (B,1,ratio*S,F) -> (B,1,F,ratio,S) -> (B,1,ratio,F,S) -> (B,1,ratio*F,S): row = chunk*F + mel.
