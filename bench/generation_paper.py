@@ -92,7 +92,6 @@ def main() -> int:
     ap.add_argument("--out", help="also write the result as JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from pengi import inference
     from pengi.inference import beam_search, score_continuations
 
     device = torch.device(args.device)
@@ -116,9 +115,9 @@ def main() -> int:
         return (0.1 * torch.randn(n, int(SAMPLE_RATE * CLIP_SECONDS), generator=gen)).to(device)
 
     @torch.no_grad()
-    def prefix(w: torch.Tensor) -> torch.Tensor:
+    def prefix(w: torch.Tensor, encode=model.prefix) -> torch.Tensor:
         with amp():
-            return model.prefix(w, prompt_features=feature.expand(w.shape[0], -1))
+            return encode(w, prompt_features=feature.expand(w.shape[0], -1))
 
     @torch.no_grad()
     def caption(w: torch.Tensor, k: int):
@@ -127,11 +126,6 @@ def main() -> int:
             return beam_search(lm, p, beam_size=k, max_new_tokens=N, stop_token_ids=stop)
 
     cprefix = torch.compile(model.prefix) if args.compile_prefix else None
-
-    @torch.no_grad()
-    def prefix_compiled(w: torch.Tensor) -> torch.Tensor:
-        with amp():
-            return cprefix(w, prompt_features=feature.expand(w.shape[0], -1))
 
     # variant: the LM's weights cast to bf16 once (no per-step autocast casts), prefix under autocast
     lm16 = copy.deepcopy(lm).to(torch.bfloat16) if bf16 else None
@@ -185,8 +179,8 @@ def main() -> int:
         reps = max(1, n // B)
         s_prefix = seconds(lambda: [prefix(w) for _ in range(reps)])
         if cprefix is not None:
-            s_compile = seconds(lambda: prefix_compiled(w))  # compiles for this batch shape
-            s_cprefix = seconds(lambda: [prefix_compiled(w) for _ in range(reps)])
+            s_compile = seconds(lambda: prefix(w, cprefix))  # compiles for this batch shape
+            s_cprefix = seconds(lambda: [prefix(w, cprefix) for _ in range(reps)])
         out, s_beam, _ = timed(lambda: [caption(w, K) for _ in range(reps)])
         s_greedy = seconds(lambda: [caption(w, 1) for _ in range(reps)])
         s_ll = seconds(lambda: [loglik(w) for _ in range(reps)])

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generation_paper import cache_mode  # bench/ is not a package: found via sys.path
+from generation_paper import cache_mode, seconds  # bench/ is not a package: found via sys.path
 
 log = logging.getLogger("bench.kv_cache_modes")
 MODES = ("shared", "per_row", "transformers")
@@ -57,16 +57,6 @@ def build_lm(name: str, device: torch.device, dtype: torch.dtype):
         cfg._attn_implementation = "sdpa"
         lm = LlamaForCausalLM(cfg)
     return lm.eval().to(device=device, dtype=dtype)
-
-
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -143,9 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
         for r in range(args.repeats):
             for m in MODES if r % 2 == 0 else MODES[::-1]:
                 with cache_mode(m):
-                    secs[m]["beam"].append(timed(beam, device))
+                    secs[m]["beam"].append(seconds(beam))
                     if args.classes:
-                        secs[m]["loglik"].append(timed(loglik, device))
+                        secs[m]["loglik"].append(seconds(loglik))
             log.info(
                 "batch %d repeat %d: %s",
                 B,

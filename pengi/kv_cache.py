@@ -14,9 +14,9 @@ beam reorder copies only the rows' own positions, and the attention function reg
 exactly attention over their concatenation. :func:`shared_prefix_decoding` switches an LM to
 that attention for the decode steps only and back afterwards.
 
-Requirements: transformers' per-layer caches (``transformers.cache_utils.DynamicLayer``,
->= 4.56) and the functional attention interface (``set_attn_implementation``); where either is
-missing the callers keep transformers' own cache. Not thread-safe for one LM object: the
+Requirements: transformers' per-layer caches (``transformers.cache_utils.DynamicLayer``; run
+with 5.17 and 5.24) and the functional attention interface (``set_attn_implementation``);
+where either is missing the callers keep transformers' own cache. Not thread-safe for one LM object: the
 switch changes its config for the duration of a call.
 """
 
@@ -74,19 +74,10 @@ def reserved_layer_class() -> type | None:
         def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
             # only the filled positions are copied, into a buffer of the same capacity
             idx = beam_idx.to(self._bk.device)
-            n = self._n
-            bk = self._bk.new_empty(idx.numel(), *self._bk.shape[1:])
-            bv = self._bv.new_empty(idx.numel(), *self._bv.shape[1:])
-            _select_into(self._bk[..., :n, :], idx, bk[..., :n, :])
-            _select_into(self._bv[..., :n, :], idx, bv[..., :n, :])
-            self._set(bk, bv, n)
+            self._set(_gather_rows(self._bk, idx, self._n), _gather_rows(self._bv, idx, self._n), self._n)
 
         def batch_repeat_interleave(self, repeats: int) -> None:
-            self._set(
-                self._bk.repeat_interleave(repeats, 0),
-                self._bv.repeat_interleave(repeats, 0),
-                self._n,
-            )
+            self._set(self._bk.repeat_interleave(repeats, 0), self._bv.repeat_interleave(repeats, 0), self._n)
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             self._set(self._bk[indices], self._bv[indices], self._n)
@@ -99,12 +90,17 @@ def reserved_layer_class() -> type | None:
     return ReservedDynamicLayer
 
 
-def _select_into(src: torch.Tensor, idx: torch.Tensor, dst: torch.Tensor) -> None:
-    """``dst[:] = src[idx]`` along dim 0 in one copy (``index_select`` into a strided view)."""
-    if src.requires_grad and torch.is_grad_enabled():
-        dst.copy_(src.index_select(0, idx))  # out= does not record gradients
-    else:
-        torch.index_select(src, 0, idx, out=dst)
+def _gather_rows(buf: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
+    """A new buffer of ``buf``'s capacity whose rows are ``buf[idx]``, copying only the first
+    ``n`` positions (``index_select`` into a strided view: one copy)."""
+    out = buf.new_empty(idx.numel(), *buf.shape[1:])
+    if n:
+        src, dst = buf[..., :n, :], out[..., :n, :]
+        if src.requires_grad and torch.is_grad_enabled():
+            dst.copy_(src.index_select(0, idx))  # out= does not record gradients
+        else:
+            torch.index_select(src, 0, idx, out=dst)
+    return out
 
 
 def reserve(cache: Any, extra: int) -> bool:
@@ -183,28 +179,14 @@ def shared_layer_class() -> type | None:
         def reorder_rows(self, rows: torch.Tensor) -> None:
             """Row ``j`` takes row ``rows[j]``'s own positions; every row stays with its clip
             (beam reorder). Copies the filled positions only; the prefix is not touched."""
-            gk, gv = torch.empty_like(self.gk), torch.empty_like(self.gv)
-            t = self.t
-            if t:
-                _select_into(self.gk[..., :t, :], rows, gk[..., :t, :])
-                _select_into(self.gv[..., :t, :], rows, gv[..., :t, :])
-            self._set(gk, gv, t)
+            self._set(_gather_rows(self.gk, rows, self.t), _gather_rows(self.gv, rows, self.t), self.t)
 
         def select_clips(self, clips: torch.Tensor) -> None:
             """Keep clips ``clips`` (indices into the current clips) with all their rows."""
             G = self.group
             rows = (clips[:, None] * G + torch.arange(G, device=clips.device)).reshape(-1)
-            self.pk, self.pv = (
-                self.pk.index_select(0, clips),
-                self.pv.index_select(0, clips),
-            )
-            gk = self.gk.new_empty(rows.numel(), *self.gk.shape[1:])
-            gv = torch.empty_like(gk)
-            t = self.t
-            if t:
-                _select_into(self.gk[..., :t, :], rows, gk[..., :t, :])
-                _select_into(self.gv[..., :t, :], rows, gv[..., :t, :])
-            self._set(gk, gv, t)
+            self.pk, self.pv = self.pk.index_select(0, clips), self.pv.index_select(0, clips)
+            self._set(_gather_rows(self.gk, rows, self.t), _gather_rows(self.gv, rows, self.t), self.t)
 
         def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
             raise NotImplementedError("a shared-prefix cache reorders with reorder_rows (within clips) or select_clips")
@@ -219,6 +201,11 @@ def shared_layer_class() -> type | None:
             raise NotImplementedError("a shared-prefix cache does not crop")
 
     return SharedPrefixLayer
+
+
+def shareable(cache: Any) -> bool:
+    """Whether :func:`share_prefix` can convert ``cache``."""
+    return _plain_layers(cache, shared_layer_class()) is not None
 
 
 def share_prefix(cache: Any, group: int, extra: int) -> bool:
@@ -346,8 +333,3 @@ def shared_prefix_decoding(lm: torch.nn.Module, cache: Any) -> Iterator[bool]:
         _ACTIVE.reset(token)
         if switched:
             lm.set_attn_implementation(original)
-
-
-def shareable(cache: Any) -> bool:
-    """Whether :func:`share_prefix` can convert ``cache``."""
-    return _plain_layers(cache, shared_layer_class()) is not None

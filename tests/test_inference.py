@@ -72,6 +72,19 @@ class StubTokenizer:
         return {"input_ids": [int(w[1:]) for w in text.split()]}
 
 
+def tiny_llama(attn: str):
+    """A seeded 2-layer Llama (RoPE, 4 query / 2 key-value heads; the default LM's architecture)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, eos_token_id=7, bos_token_id=1,
+    )  # fmt: skip
+    cfg._attn_implementation = attn
+    return LlamaForCausalLM(cfg).eval()
+
+
 def seq_logprob(lm, prefix, tokens):
     """Sum of log-probs of ``tokens`` after ``prefix (P, D)`` by one full uncached forward."""
     t = torch.tensor(tokens)
@@ -225,17 +238,10 @@ def test_reserved_kv_cache_appends_in_place(parity, monkeypatch):
 def test_shared_prefix_cache_keeps_one_prefix_copy_per_clip():
     """The shared layer holds the prefix once per clip, appends in place, reorders only the
     rows' own positions, and a shrinking clip set keeps the right rows."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     import pengi.kv_cache as kc
     from pengi.inference import lm_forward
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128,
-    )  # fmt: skip
-    lm = LlamaForCausalLM(cfg).eval()
+    lm = tiny_llama("sdpa")
     with torch.no_grad():
         _, cache = lm_forward(lm, torch.randn(3, 6, 32), None, None, last_only=True)
     assert kc.shareable(cache) and kc.share_prefix(cache, 2, 4) and not kc.shareable(cache)
@@ -256,15 +262,7 @@ def test_shared_prefix_cache_keeps_one_prefix_copy_per_clip():
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_shared_prefix_attention_on_a_grouped_kv_rope_lm(attn, monkeypatch):
     """Grouped KV heads and RoPE (the default LM's architecture): shared and per-row caches agree."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, eos_token_id=7, bos_token_id=1,
-    )  # fmt: skip
-    cfg._attn_implementation = attn
-    lm = LlamaForCausalLM(cfg).eval()
+    lm = tiny_llama(attn)
     prefix = torch.randn(3, 10, 32)
     mask = torch.ones(3, 10, dtype=torch.long)
     mask[1, :4] = 0
@@ -493,15 +491,7 @@ def test_class_scores_dispatch(parity):
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_rope_lm_padding_and_scoring(attn):
     """A Llama-style LM (RoPE positions, grouped KV heads; the default LM's architecture)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, eos_token_id=7, bos_token_id=1,
-    )  # fmt: skip
-    cfg._attn_implementation = attn
-    lm = LlamaForCausalLM(cfg).eval()
+    lm = tiny_llama(attn)
     full, short = torch.randn(10, 32), torch.randn(6, 32)
     kw = dict(beam_size=4, max_new_tokens=8)  # stop: the config's eos (7)
     padded = torch.cat([torch.randn(4, 32) * 3, short])  # left padding with garbage
