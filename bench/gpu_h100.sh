@@ -12,7 +12,8 @@
 # KV-cache modes of the beam search and log-likelihood scoring, decoder alone). The next run's
 # plan, two calls: STAGES="smoke kv gen_large" (about 7 minutes; gen_large also compiles the
 # prefix), then STAGES="smoke compile256 compile256_norewrite" (about 5 minutes: the HTSAT
-# matrix rewrites, on and off).
+# matrix rewrites, on and off), adding pack256 (eager; padded vs packed rows on a length mix)
+# if time is left.
 # If the image's transformers cannot run the project (smoke), a wheel carried in .whl/ is
 # installed into /tmp/site and used instead.
 set -u
@@ -59,6 +60,12 @@ compile256() {
 compile256_norewrite() {  # compile256 without the HTSAT matrix rewrites (as measured at stop 12)
   timeout 240 $PY $T --compile --rewrite-devices "" --batch-size 256 --steps 15 --warmup 4 \
     --out "$O/train_b256_compile_norewrite.json" 2>&1 | tail -25
+}
+pack256() {  # a label/caption length mix, padded vs packed LM rows (train_pengi.pack_tokens)
+  for p in 0 512; do
+    timeout 100 $PY $T --batch-size 256 --steps 8 --warmup 3 --target-lengths 3,3,3,11,16,24,24,32 \
+      --pack-tokens $p --out "$O/train_b256_mix_pack$p.json" 2>&1 | tail -8
+  done
 }
 compile_profile() {
   timeout 180 $PY $T --compile --batch-size 256 --steps 15 --warmup 4 --profile "$O/profile_b256_compile.txt" \

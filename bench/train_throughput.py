@@ -66,15 +66,23 @@ def build_step_model(mapper_layers: int) -> tuple[nn.Module, int]:
     return PengiTrainStep(model, cache), width
 
 
-def make_batch(batch_size: int, target_tokens: int, device: torch.device, gen: torch.Generator) -> dict:
-    ids = torch.randint(0, 50257, (batch_size, target_tokens), generator=gen)
+def make_batch(
+    batch_size: int, target_tokens: int, device: torch.device, gen: torch.Generator, lengths: list[int] | None = None
+) -> dict:
+    """Random targets of ``target_tokens`` each, or of lengths drawn uniformly from ``lengths``
+    (right-padded to the longest, as the collator pads them)."""
+    if lengths:
+        n = [lengths[i] for i in torch.randint(0, len(lengths), (batch_size,), generator=gen).tolist()]
+    else:
+        n = [target_tokens] * batch_size
+    ids = torch.randint(0, 50257, (batch_size, max(n)), generator=gen)
     batch = {
         "audio": torch.randn(batch_size, int(SAMPLE_RATE * CLIP_SECONDS), generator=gen) * 0.1,
         "prompt_index": torch.randint(0, 64, (batch_size,), generator=gen),
         "input_ids": ids,
-        "attention_mask": torch.ones_like(ids),
+        "attention_mask": (torch.arange(max(n)) < torch.tensor(n)[:, None]).long(),
     }
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {**{k: v.to(device, non_blocking=True) for k, v in batch.items()}, "target_lengths": n}
 
 
 def count_flops(model: nn.Module, batch: dict) -> float:
@@ -92,20 +100,22 @@ def bench_step(args) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model, _ = build_step_model(args.mapper_layers)
+    model.pack_tokens = args.pack_tokens
     model = model.to(device).train()
     model.model.lm.use_attention_for(device)  # SDPA on CUDA (flash / efficient kernels), as train-pengi does
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in params)
     n_all = sum(p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(0)
-    flop_batch = make_batch(min(2, args.batch_size), args.target_tokens, device, gen)
+    lengths = [int(n) for n in args.target_lengths.split(",")] if args.target_lengths else None
+    flop_batch = make_batch(min(2, args.batch_size), args.target_tokens, device, gen, lengths)
     flops = count_flops(model, flop_batch)
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, fused=device.type == "cuda")
     step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
     use_bf16 = args.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     # Distinct batches resident on the device, cycled: the data path is measured separately (--loader).
-    batches = [make_batch(args.batch_size, args.target_tokens, device, gen) for _ in range(2)]
+    batches = [make_batch(args.batch_size, args.target_tokens, device, gen, lengths) for _ in range(2)]
 
     def step(batch):
         with autocast():
@@ -128,13 +138,19 @@ def bench_step(args) -> dict:
     sync()
     elapsed = time.perf_counter() - t0
     sps = args.batch_size * args.steps / elapsed
+    prefix = 2 * model.model.config.mapper.prefix_length  # LM positions before the targets
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "model": f"pengi.models.Pengi, reference 'base' sizes, {args.mapper_layers}-layer mappers, cached prompt features (random weights)",
         "params_total_M": round(n_all / 1e6, 2),
         "params_trainable_M": round(n_train / 1e6, 2),
         "batch_size": args.batch_size,
-        "target_tokens": args.target_tokens,
+        "target_tokens": args.target_tokens if not lengths else f"uniform over {lengths}",
+        "real_position_fraction": round(
+            sum(prefix + n for b in batches for n in b["target_lengths"])
+            / sum(len(b["target_lengths"]) * (prefix + b["input_ids"].shape[1]) for b in batches), 3
+        ),
+        "pack_tokens": args.pack_tokens,
         "bf16": use_bf16,
         "compile": args.compile and (args.compile_mode or "default"),
         "htsat_matrix_rewrites_on": list(_rewrite_devices()),
@@ -246,6 +262,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--target-tokens", type=int, default=24, help="target length incl. eos (captions ~ 15-25)")
+    parser.add_argument("--target-lengths", default="",
+                        help="comma-separated target lengths drawn per sample (a label/caption mix), e.g. 3,3,4,11,16,24")
+    parser.add_argument("--pack-tokens", type=int, default=0, help="train_pengi.pack_tokens: packed LM rows (0 = padded)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the step's model")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune-no-cudagraphs)")

@@ -224,6 +224,10 @@ class TrainConfig:
     # projection dropout; its BatchNorms use the running statistics learned in CLAP, not each
     # batch's), so the embedding m1 learns from is the one it gets at inference
     audio_train_mode: bool = True
+    # Pengi only: > 0 runs the LM on each batch's real positions only, the samples packed one
+    # after another into rows of at most this many positions (pengi/models/packing.py): the
+    # same loss and gradients as the padded batch without the padding's compute; 0 = padded
+    pack_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -276,7 +276,8 @@ class Collator:
     Output keys: ``audio`` (B, S) float32, ``audio_length`` (B,), ``prompt``/``target``/
     ``triple_id`` (lists of str); with ``lm_tokenizer``: ``input_ids``, ``attention_mask``,
     ``labels`` (B, T) for the target (``target + eos``, truncated to ``max_target_tokens``
-    including the eos; ``labels`` is ``-100`` on padding); with ``prompt_vocab``:
+    including the eos; ``labels`` is ``-100`` on padding) and ``target_lengths`` (a list of B
+    ints: the real tokens per row, on the host); with ``prompt_vocab``:
     ``prompt_index`` (B,) into that list; with ``text_tokenizer``: ``text_input_ids`` and
     ``text_attention_mask`` for the target text (CLAP); with ``text_vocab``: ``text_index``
     (B,) of the target text in that list (CLAP with cached text features).
@@ -314,7 +315,8 @@ class Collator:
             input_ids[b, : len(seq)] = torch.tensor(seq)
             labels[b, : len(seq)] = torch.tensor(seq)
             mask[b, : len(seq)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        # the lengths as a host-side list too: packing plans from them without reading the mask back
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "target_lengths": [len(s) for s in ids]}
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {

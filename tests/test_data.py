@@ -160,6 +160,7 @@ def test_collate_labels_and_prompt_index(tmp_path):
     short = Collator(CharTokenizer(), 40)([{**ds[0], "target": "ab"}, {**ds[1], "target": "abcd"}])
     assert short["labels"][0].tolist() == [3 + ord("a") % 50, 3 + ord("b") % 50, 2, IGNORE_INDEX, IGNORE_INDEX]
     assert short["input_ids"][0, 3:].tolist() == [0, 0]
+    assert short["target_lengths"] == [3, 5] == short["attention_mask"].sum(1).tolist()  # host-side, for packing
     with pytest.raises(KeyError, match="prompt vocabulary"):
         Collator(prompt_vocab=["x"])([ds[0]])
 

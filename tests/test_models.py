@@ -220,6 +220,109 @@ def test_extra_text_is_embedded_by_the_lm_and_padding_is_invisible(pengi):
     torch.testing.assert_close(out_p.loss, out.loss, atol=1e-6, rtol=1e-5)
 
 
+TINY_LLAMA = {"model_type": "llama", "vocab_size": 120, "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 64}  # fmt: skip  (RoPE, grouped KV heads: SmolLM2's architecture)
+
+
+def _loss_and_grads(model, *args, **kwargs):
+    model.zero_grad(set_to_none=True)
+    out = model(*args, **kwargs)
+    out.loss.backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    return out, grads
+
+
+@pytest.mark.parametrize("lm", ["gpt2", "llama"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packed_batch_gives_the_padded_loss_and_gradients(lm, attn):
+    """Packing the real positions into rows (no padding) computes the padded batch's loss and
+    gradients: one sample per row, mixed rows, one row for all; with lengths from the host or
+    from the mask; both loss reductions; and with extra text padded on the left."""
+    cfg = tiny_config()
+    if lm == "llama":
+        cfg = dataclasses.replace(cfg, lm=LMConfig(name="tiny", hf_config=TINY_LLAMA))
+    torch.manual_seed(0)
+    model = build_pengi(cfg, AUDIO).eval()
+    model.lm.model.set_attn_implementation(attn)
+    g = torch.Generator().manual_seed(1)
+    B, Lt = 5, 7
+    wave = 0.1 * torch.randn(B, SAMPLES, generator=g)
+    prompt, pmask = torch.randint(1, 99, (B, 8), generator=g), torch.ones(B, 8, dtype=torch.long)
+    target = torch.randint(1, 119, (B, Lt), generator=g)
+    lengths = [7, 2, 5, 1, 3]
+    tmask = (torch.arange(Lt) < torch.tensor(lengths)[:, None]).long()
+    for reduction in ("token", "sample"):
+        ref, ref_grads = _loss_and_grads(model, wave, target, tmask, prompt, pmask, loss_reduction=reduction)
+        real = tmask.bool()
+        for capacity, host in ((1, True), (12, True), (12, False), (1000, True)):
+            out, grads = _loss_and_grads(
+                model, wave, target, tmask, prompt, pmask, loss_reduction=reduction, pack_capacity=capacity,
+                target_lengths=lengths if host else None,
+            )  # fmt: skip
+            torch.testing.assert_close(out.loss, ref.loss, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out.logits, ref.logits[real], atol=1e-5, rtol=1e-5)
+            assert torch.equal(out.labels, target[real])
+            assert grads.keys() == ref_grads.keys()
+            for k in grads:
+                torch.testing.assert_close(grads[k], ref_grads[k], atol=1e-5, rtol=1e-4, msg=k)
+    extra = torch.tensor([[5, 6, 7]] * B)
+    emask = torch.tensor([[1, 1, 1], [0, 1, 1], [0, 0, 1], [1, 1, 1], [0, 1, 1]])
+    ref = model(wave, target, tmask, prompt, pmask, extra_ids=extra, extra_mask=emask)
+    out = model(wave, target, tmask, prompt, pmask, extra_ids=extra, extra_mask=emask, pack_capacity=20)
+    torch.testing.assert_close(out.loss, ref.loss, atol=1e-5, rtol=1e-5)
+
+
+def test_packing_isolates_samples_by_their_position_restarts(pengi, monkeypatch):
+    """The control: the same rows with positions counting on across samples (no restart, so no
+    block-diagonal mask) let samples attend to each other and change the loss."""
+    from pengi.models import packing
+
+    wave, prompt, pmask, target, tmask = batch(B=3)
+    pengi.eval()
+    ref = pengi(wave, target, tmask, prompt, pmask)
+    packed = pengi(wave, target, tmask, prompt, pmask, pack_capacity=1000)
+    torch.testing.assert_close(packed.loss, ref.loss, atol=1e-5, rtol=1e-5)
+    plan_packing = packing.plan_packing
+
+    def no_restarts(*args, **kwargs):
+        plan = plan_packing(*args, **kwargs)
+        plan.positions = torch.arange(plan.width).expand(plan.rows, -1).clone()
+        return plan
+
+    monkeypatch.setattr(packing, "plan_packing", no_restarts)
+    leaky = pengi(wave, target, tmask, prompt, pmask, pack_capacity=1000)
+    assert abs(leaky.loss.item() - ref.loss.item()) > 1e-3
+
+
+def test_pack_plan_rows_and_indices():
+    from pengi.models.packing import plan_packing
+
+    # 3 context positions, then targets of 4, 1, 2, 3 tokens (padded to 4); capacity 9
+    lengths = np.array([4, 1, 2, 3])
+    real = np.ones((4, 7), dtype=bool)
+    real[:, 3:] = np.arange(4) < lengths[:, None]
+    plan = plan_packing(real, n_context=3, capacity=9)
+    # 7 | 4 + 5 = 9 | 6: samples fill rows in order, none split
+    assert (plan.rows, plan.width) == (3, 9)
+    assert plan.real_positions == 22 and plan.fill == pytest.approx(22 / 27)
+    idx = plan.index.view(3, 9)
+    assert idx[0, :7].tolist() == list(range(7)) and (idx[0, 7:] == 28).all()  # 28 = one past B*L: padding
+    assert idx[1].tolist() == [7, 8, 9, 10, 14, 15, 16, 17, 18]
+    assert plan.positions[1].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4]
+    assert plan.positions[0, 7:].tolist() == [0, 1]  # the row's padding is a segment of its own
+    # each target token is predicted by the packed position before it
+    assert plan.predictor.tolist() == [2, 3, 4, 5, 11, 15, 16, 20, 21, 22]
+    assert plan.target_index.tolist() == [0, 1, 2, 3, 4, 8, 9, 12, 13, 14]
+    assert plan.sample.tolist() == [0, 0, 0, 0, 1, 2, 2, 3, 3, 3]
+    torch.testing.assert_close(plan.sample_weight, torch.tensor([1 / 16] * 4 + [1 / 4] + [1 / 8] * 2 + [1 / 12] * 3))
+    # a sample longer than the capacity gets a row of its own
+    assert plan_packing(real, 3, capacity=2).rows == 4
+    real[1, 3:] = False
+    with pytest.raises(ValueError, match="real target token"):
+        plan_packing(real, 3, capacity=9)
+
+
 def test_cached_prompt_features_give_the_same_result(pengi):
     wave, prompt, pmask, target, tmask = batch()
     pengi.eval()

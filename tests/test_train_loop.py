@@ -296,9 +296,10 @@ def test_train_pengi_tiny_real(toy_data, tmp_path):
 
     cfg = tiny_config(text_train_in_clap=False, max_steps=2)  # CLAP with cached text features
     train_clap(cfg, toy_data, toy_data / "store", tmp_path / "clap", device="cpu")
-    # the embedded default's options: per-sample loss, length-grouped batches, a slower audio tower
+    # the embedded default's options: per-sample loss, packed LM rows, a slower audio tower; and
+    # length-grouped batches
     cfg = tiny_config(text_train_in_clap=False, max_steps=4, loss_reduction="sample", group_by_length=True,
-                      lr_scales={"audio_encoder": 0.1})  # fmt: skip
+                      lr_scales={"audio_encoder": 0.1}, pack_tokens=24)  # fmt: skip
     result = train_pengi(cfg, toy_data, toy_data / "store", tmp_path / "clap" / "model", tmp_path / "pengi", device="cpu")
     assert result["steps"] == 4 and np.isfinite(result["val_loss"])
     first = outputs(tmp_path / "pengi")

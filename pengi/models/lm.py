@@ -201,3 +201,20 @@ class LanguageModel(nn.Module):
         if logits_to_keep:
             kwargs["logits_to_keep"] = logits_to_keep
         return self.model(**kwargs)
+
+    def hidden_states(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """The last layer's hidden states ``(R, C, D)`` of packed rows (``pengi.models.packing``):
+        no attention mask and no cache, so transformers reads the sequence boundaries from the
+        restarts of ``position_ids``."""
+        body = self.model.base_model
+        return body(inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=False).last_hidden_state
+
+    def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(..., D)`` last hidden states -> ``(..., V)`` logits, what the causal LM's own
+        forward computes for them (its output embedding; models that scale or soft-cap their
+        logits are refused rather than silently given other logits)."""
+        cfg = self.model.config
+        for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+            if getattr(cfg, attr, None) not in (None, 1, 1.0):
+                raise NotImplementedError(f"{type(self.model).__name__} transforms its logits ({attr}); use a padded batch")
+        return self.model.get_output_embeddings()(hidden)

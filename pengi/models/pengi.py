@@ -15,6 +15,7 @@ eval mode whatever ``train()`` says: the text encoder body and the LM.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pengi.config import AudioConfig, ModelConfig
+from pengi.models import packing
 from pengi.models.clap import CLAP, AudioEncoder, l2_normalize
 from pengi.models.lm import LanguageModel
 from pengi.models.mapper import build_mapper
@@ -36,8 +38,8 @@ IGNORE_INDEX = -100
 @dataclass
 class PengiOutput:
     loss: torch.Tensor  # mean cross-entropy over the real target tokens
-    logits: torch.Tensor  # (B, Lt, V): logits[:, j] predicts target_ids[:, j]
-    labels: torch.Tensor  # (B, Lt): target ids, -100 on padding (no loss there)
+    logits: torch.Tensor  # (B, Lt, V): logits[:, j] predicts target_ids[:, j]; packed: (N, V)
+    labels: torch.Tensor  # (B, Lt): target ids, -100 on padding (no loss there); packed: (N,)
     prefix_length: int  # LM input positions before the targets (prefix + extra text)
     lm_logits: torch.Tensor | None = None  # (B, L, V) over the whole LM input, with full_logits=True
 
@@ -164,6 +166,8 @@ class Pengi(PretrainedMixin, nn.Module):
         extra_mask: torch.Tensor | None = None,
         full_logits: bool = False,
         loss_reduction: str = "token",
+        pack_capacity: int = 0,
+        target_lengths: Sequence[int] | None = None,
     ) -> PengiOutput:
         """Teacher-forced LM pass and loss.
 
@@ -184,6 +188,14 @@ class Pengi(PretrainedMixin, nn.Module):
                 what the reference's ``PENGI.forward`` returns). Off by default: only the
                 ``Lt`` positions that predict targets go through the LM head, which at GPT-2
                 size saves most of the vocabulary projection's cost.
+            pack_capacity: > 0: the LM runs on the samples' real positions only, packed into
+                rows of at most this many positions (:mod:`pengi.models.packing`): the same
+                loss without the padding's cost. The output's ``logits`` and ``labels`` are then
+                flat over the real target tokens, ``(N, V)`` and ``(N,)``, in (sample, position)
+                order. 0: the padded batch.
+            target_lengths: the real target tokens per sample (what ``target_mask`` says), known
+                on the host, so packing needs no device-to-host copy of the mask; without it the
+                plan reads the masks.
         """
         prefix = self.prefix(wave, prompt_ids, prompt_mask, prompt_features=prompt_features)  # (B, P, D)
         B, P, _ = prefix.shape
@@ -202,6 +214,16 @@ class Pengi(PretrainedMixin, nn.Module):
         tmask = target_mask.long() if target_mask is not None else torch.ones_like(target_ids)
         masks.append(tmask)
         inputs = torch.cat(embeds, dim=1)  # (B, L, D)
+        if pack_capacity > 0:
+            if full_logits:
+                raise ValueError("full_logits needs the padded batch (pack_capacity=0)")
+            if target_lengths is not None and extra_ids is None:
+                real = torch.ones(B, n_context + target_ids.shape[1], dtype=torch.bool)
+                real[:, n_context:] = torch.arange(target_ids.shape[1]) < torch.as_tensor(target_lengths)[:, None]
+            else:
+                real = torch.cat(masks, dim=1).bool().cpu()  # a device-to-host copy
+            plan = packing.plan_packing(real, n_context, pack_capacity, packing.ROW_MULTIPLE).to(device)
+            return self._packed_forward(inputs, target_ids, plan, n_context, loss_reduction)
         labels = torch.where(tmask.bool(), target_ids, IGNORE_INDEX)  # (B, Lt)
         if extra_ids is None:
             # Only the targets can be padded, and only on the right (the documented contract, the
@@ -231,6 +253,21 @@ class Pengi(PretrainedMixin, nn.Module):
             loss=loss, logits=logits, labels=labels, prefix_length=n_context,
             lm_logits=all_logits if full_logits else None,
         )  # fmt: skip
+
+    def _packed_forward(
+        self, inputs: torch.Tensor, target_ids: torch.Tensor, plan: packing.PackPlan, n_context: int, loss_reduction: str
+    ) -> PengiOutput:
+        B, L, D = inputs.shape
+        flat = torch.cat([inputs.reshape(B * L, D), inputs.new_zeros(1, D)])  # the last row: row-end padding
+        packed = flat.index_select(0, plan.index).view(plan.rows, plan.width, D)  # (R, C, D)
+        hidden = self.lm.hidden_states(packed, plan.positions)  # (R, C, D)
+        hidden = hidden.reshape(plan.rows * plan.width, -1).index_select(0, plan.predictor)  # (N, D)
+        logits = self.lm.logits_from_hidden(hidden)  # (N, V)
+        labels = target_ids.reshape(-1).index_select(0, plan.target_index)  # (N,)
+        tok = F.cross_entropy(logits.float(), labels, reduction="none")  # (N,)
+        # "sample": the mean over samples of each sample's mean token loss (per_sample_loss)
+        loss = (tok * plan.sample_weight).sum() if loss_reduction == "sample" else tok.mean()
+        return PengiOutput(loss=loss, logits=logits, labels=labels, prefix_length=n_context)
 
     # ------------------------------------------------------------------ mode and IO
 

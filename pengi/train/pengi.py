@@ -45,12 +45,18 @@ class PengiTrainStep(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, prompt_features: torch.Tensor, loss_reduction: str = "token", audio_train_mode: bool = True
+        self,
+        model: nn.Module,
+        prompt_features: torch.Tensor,
+        loss_reduction: str = "token",
+        audio_train_mode: bool = True,
+        pack_tokens: int = 0,
     ):
         super().__init__()
         self.model = model
         self.loss_reduction = loss_reduction
         self.audio_train_mode = audio_train_mode
+        self.pack_tokens = pack_tokens
         self.register_buffer("prompt_features", prompt_features, persistent=False)  # (P, ...)
 
     def train(self, mode: bool = True) -> PengiTrainStep:
@@ -63,8 +69,9 @@ class PengiTrainStep(nn.Module):
         feats = cached_prompt_features(self.model, self.prompt_features[batch["prompt_index"]])  # (B, F) / (B, L, D)
         wave = batch["audio"].float()  # (B, S); the loader may ship float16
         out = self.model(
-            wave, batch["input_ids"], batch["attention_mask"], prompt_features=feats, loss_reduction=self.loss_reduction
-        )
+            wave, batch["input_ids"], batch["attention_mask"], prompt_features=feats, loss_reduction=self.loss_reduction,
+            pack_capacity=self.pack_tokens, target_lengths=batch.get("target_lengths"),
+        )  # fmt: skip
         return out.loss
 
 
@@ -134,7 +141,7 @@ def train_pengi(
     log.info("caching the frozen text encoder's features of %d distinct prompts", len(prompts))
     model.eval()
     cache = encode_prompt_cache(model, cfg, prompts)
-    step_model = PengiTrainStep(model, cache, tc.loss_reduction, tc.audio_train_mode)
+    step_model = PengiTrainStep(model, cache, tc.loss_reduction, tc.audio_train_mode, tc.pack_tokens)
     lm_tokenizer = load_lm_tokenizer(cfg.model.lm)
     collate = Collator(lm_tokenizer, cfg.model.target_max_tokens, prompt_vocab=prompts)
     # float16 audio from the loader (the stored samples; upcast on the device in the step)
