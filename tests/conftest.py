@@ -135,6 +135,11 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
         f"-admin.port={admin}", f"-admin.port.grpc={admin_g}", "-admin.ui=false",
         # its unix sockets default to /tmp/seaweedfs-*.sock: keep them in the test's folder
         f"-filer.localSocket={data / 'filer.sock'}", f"-s3.localSocket={data / 's3.sock'}",
+        # Every test bucket is a collection with volumes of its own. By default the volume count
+        # is capped at free disk / volume size (1 GiB volumes here): with 14 GB free the session
+        # ran out of volumes ("no free volumes left") and a PutObject failed. Volumes are sparse
+        # (no preallocation), so a fixed cap of small volumes keeps the tests off the disk's state.
+        "-volume.max=200", "-master.volumeSizeLimitMB=64",
     ]  # fmt: skip
     # weed mini creates its admin identity from the AWS_* variables and then enforces it.
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
