@@ -10,7 +10,9 @@ the frozen LM). The cache is a non-persistent buffer (not in checkpoints: it is 
 frozen encoder and the triples). ``train_pengi.loss_reduction: sample`` averages each target's
 tokens before the batch, so short label answers are not outweighed by long captions.
 ``train_pengi.audio_train_mode: false`` trains the audio encoder in eval mode (no SpecAugment or
-projection dropout, CLAP's BatchNorm statistics), so m1 learns from the embedding it will see at inference. After
+projection dropout, CLAP's BatchNorm statistics), so m1 learns from the embedding it will see at inference.
+``train_pengi.pack_tokens > 0`` runs the frozen LM on each batch's real positions only, packed into rows
+(:mod:`pengi.models.packing`; the same loss, no compute on padding). After
 training, a few validation clips are captioned (greedy) into ``samples.json`` as a quick look at
 what the model learned.
 """
@@ -41,7 +43,9 @@ SAMPLE_COUNT = 8  # validation clips captioned into samples.json
 class PengiTrainStep(nn.Module):
     """Pengi plus the prompt-feature cache; ``forward(batch) -> loss`` (so DDP sees one forward).
 
-    ``loss_reduction`` is passed to the model (``"token"`` or ``"sample"``, see ``Pengi.forward``).
+    ``loss_reduction`` (``"token"`` or ``"sample"``) and ``pack_tokens`` (the model's
+    ``pack_capacity``, with the collator's host-side ``target_lengths``) are passed to the model
+    (see ``Pengi.forward``).
     """
 
     def __init__(
