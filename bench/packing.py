@@ -8,7 +8,8 @@ SmolLM2-135M, offline) with untrained mappers, on the real targets and prompts o
 triples (random batches of ``train_pengi.batch_size``, seeded) and random 5-s waves (the audio
 tower's cost is the same in every mode). Each batch is timed in every mode, the modes in turn
 (machine noise hits all alike); medians over the batches. ``--capacity 0`` is the padded batch
-(the default), ``C > 0`` packs into rows of at most C positions (``train_pengi.pack_tokens``).
+(``pack_tokens: 0``), ``C > 0`` packs into rows of at most C positions (``train_pengi.pack_tokens``;
+params.yaml uses 256).
 Also reported: the fraction of LM positions that are real, and the largest difference of the
 loss from the padded one (the modes compute the same loss).
 """
