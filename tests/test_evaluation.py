@@ -20,7 +20,7 @@ from pengi.models.tiny import TINY_PARAMS_SAMPLE_RATE, tiny_params_with_offline_
 from pengi.config import from_dict
 from pengi.evaluation import baselines as B
 from pengi.evaluation import probe as P
-from pengi.evaluation.report import flat_metrics, render_markdown, table3_rows
+from pengi.evaluation.report import answer_spread, flat_metrics, render_markdown, table3_rows
 
 SR = TINY_PARAMS_SAMPLE_RATE
 TINY = tiny_params_with_offline_tokenizers()
@@ -346,6 +346,20 @@ def test_report_layout_and_flat_metrics():
     assert "unavailable: **spice**: no jars" in md and "audio error: `x`" in md
     assert "method `text`, answer form `this is a sound of {}`." in md
     assert "esc50.answer" not in flat  # the answer form is text: not a metric
+    assert "Answers:" not in md  # no confusion matrix, no line
+
+
+def test_report_says_how_the_answers_spread_over_the_classes():
+    # rows: true class, columns: predicted; "dog" is answered for 5 of 6 items, "bird" never
+    confusion = {"classes": ["cat", "dog", "bird"], "matrix": [[1, 1, 0], [0, 2, 0], [0, 2, 0]]}
+    said = "Answers: 2 of 3 classes said; the commonest, `dog`, for 5 of 6 items; never said: `bird`."
+    assert answer_spread(confusion) == said
+    even = {"classes": ["a", "b"], "matrix": [[1, 0], [0, 1]]}
+    assert answer_spread(even) == "Answers: 2 of 2 classes said; the commonest, `a`, for 1 of 2 items."
+    assert answer_spread(None) is None and answer_spread({"classes": ["a"], "matrix": [[0]]}) is None
+    task = {"kind": "multiclass", "headline": "accuracy", "items": 6, "failed": 0, "model": {"accuracy": 0.5}}
+    results = {"esc50": {**task, "confusion": confusion}}
+    assert "Answers: 2 of 3 classes said" in render_markdown({"tasks": results})
 
 
 @pytest.mark.slow

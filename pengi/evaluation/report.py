@@ -89,6 +89,28 @@ def table3_rows(results: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], li
     return header, rows
 
 
+def answer_spread(confusion: Mapping[str, Any] | None) -> str | None:
+    """One line on how the model's answers spread over the classes (from the confusion matrix:
+    rows true, columns predicted): how many classes it ever answers and its commonest answer.
+    A model that reads the audio but answers a few classes for everything shows here first."""
+    if not confusion or not confusion.get("matrix"):
+        return None
+    classes, matrix = confusion["classes"], confusion["matrix"]
+    said = [sum(row[j] for row in matrix) for j in range(len(classes))]
+    total = sum(said)
+    if not total:
+        return None
+    top = max(range(len(classes)), key=lambda j: said[j])
+    never = [c for c, n in zip(classes, said, strict=True) if n == 0]
+    line = (
+        f"Answers: {sum(n > 0 for n in said)} of {len(classes)} classes said; the commonest, "
+        f"`{classes[top]}`, for {said[top]} of {total} items"
+    )
+    if never and len(never) <= 5:
+        line += "; never said: " + ", ".join(f"`{c}`" for c in never)
+    return line + "."
+
+
 def render_markdown(summary: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
     """The ``report.md`` text."""
     results = summary["tasks"]
@@ -119,6 +141,9 @@ def render_markdown(summary: Mapping[str, Any], plots: Sequence[str] = ()) -> st
         lines.append("")
         if "probe_protocol" in r:
             lines += ["Probe protocol: " + ", ".join(f"{k} = {v}" for k, v in r["probe_protocol"].items()) + ".", ""]
+        spread = answer_spread(r.get("confusion"))
+        if spread:
+            lines += [spread, ""]
         const = r.get("baselines", {}).get("constant caption", {}).get("caption")
         if const:
             lines += [f"Constant caption: \"{const}\".", ""]
