@@ -8,7 +8,8 @@ per-task predictions, and PNG plots (matplotlib, Agg backend: no display needed)
 
 ``report.md``: like the paper's Table 3, tasks are columns (each with its headline metric)
 and rows are the trained model, its probes and the baselines; a per-task table with every
-metric, the unavailable metrics with their reasons, and a few sample outputs follow.
+metric, how a classification task's answers spread over its classes (classes ever said, the
+commonest answer), the unavailable metrics with their reasons, and a few sample outputs follow.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def answer_spread(confusion: Mapping[str, Any] | None) -> str | None:
     if not confusion or not confusion.get("matrix"):
         return None
     classes, matrix = confusion["classes"], confusion["matrix"]
-    said = [sum(row[j] for row in matrix) for j in range(len(classes))]
+    said = [sum(column) for column in zip(*matrix, strict=True)]  # answers per predicted class
     total = sum(said)
     if not total:
         return None
